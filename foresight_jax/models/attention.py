@@ -1,0 +1,82 @@
+"""Attention variants: grouped-query attention (Llama, Qwen2 bias, Qwen3 q/k-norm) and dense
+multi-head latent attention (Youtu / DeepSeek-V3).
+
+Both take the layer's params, the normed hidden state, rope tables and a precomputed mask, and
+optionally a stacked KV cache plus this layer's index and the write slot. They return the block
+output and the updated cache. MLA caches the compressed latent (kv_lora_rank + rope dims per token,
+576 values for Youtu-2B against 5120 for expanded K/V) and attends in latent space by absorbing
+the K/V up-projection into the query and output (mathematically the same as HF's expansion).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from foresight_jax.models import layers
+from foresight_jax.models.config import ModelConfig
+from foresight_jax.sharding import constrain
+
+MLA_NORM_EPS = 1e-6  # HF builds q_a_layernorm / kv_a_layernorm with the RMSNorm default, not config eps
+
+
+def _write(cache_arr, new, layer, index):
+  """Write `new` [B,T,...] into cache_arr [L,B,S,...] at (layer, :, index); return (cache, layer slice)."""
+  start = (layer, 0, index) + (0,) * (new.ndim - 2)
+  cache_arr = jax.lax.dynamic_update_slice(cache_arr, new[None].astype(cache_arr.dtype), start)
+  return cache_arr, cache_arr[layer]
+
+
+def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
+  q = jnp.einsum("btd,dhk->bthk", x, p["q"].astype(dtype))
+  k = jnp.einsum("btd,dhk->bthk", x, p["k"].astype(dtype))
+  v = jnp.einsum("btd,dhk->bthk", x, p["v"].astype(dtype))
+  if cfg.attention_bias:
+    q, k, v = q + p["q_bias"].astype(dtype), k + p["k_bias"].astype(dtype), v + p["v_bias"].astype(dtype)
+  if cfg.qk_norm:
+    q = layers.rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
+    k = layers.rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
+  q = constrain(layers.apply_rope(q, cos, sin, cfg.rope_interleave), ("batch", "seq", "act_heads", None))
+  k = constrain(layers.apply_rope(k, cos, sin, cfg.rope_interleave), ("batch", "seq", "act_kv_heads", None))
+  if cache is not None:
+    ck, k = _write(cache["k"], k, layer, index)
+    cv, v = _write(cache["v"], v, layer, index)
+    cache = {**cache, "k": ck, "v": cv}
+    k, v = k.astype(dtype), v.astype(dtype)
+  o = layers.dot_attention(q, k, v, mask, cfg.head_dim ** -0.5)
+  return jnp.einsum("bthk,hkd->btd", o, p["o"].astype(dtype)), cache
+
+
+def mla(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
+  dn = cfg.qk_nope_head_dim
+  if cfg.q_lora_rank:
+    qa = layers.rms_norm(jnp.einsum("btd,dr->btr", x, p["q_a"].astype(dtype)), p["q_a_norm"], MLA_NORM_EPS)
+    q = jnp.einsum("btr,rhk->bthk", qa, p["q_b"].astype(dtype))
+  else:
+    q = jnp.einsum("btd,dhk->bthk", x, p["q"].astype(dtype))
+  q = constrain(q, ("batch", "seq", "act_heads", None))
+  q_nope, q_rot = q[..., :dn], q[..., dn:]
+  kv_a = jnp.einsum("btd,dr->btr", x, p["kv_a"].astype(dtype))
+  c = layers.rms_norm(kv_a[..., :cfg.kv_lora_rank], p["kv_a_norm"], MLA_NORM_EPS)
+  q_rot = layers.apply_rope(q_rot, cos, sin, cfg.rope_interleave)
+  k_rot = layers.apply_rope(kv_a[..., None, cfg.kv_lora_rank:], cos, sin, cfg.rope_interleave)[:, :, 0]
+  scale = cfg.qk_head_dim ** -0.5
+  kv_b = p["kv_b"].astype(dtype)  # [r, h, dn + dv]
+  if cache is None:
+    # Training / no-cache path: expand K and V per head (fewer FLOPs than latent attention for T x T).
+    kv = jnp.einsum("btr,rhk->bthk", c, kv_b)
+    k_nope, v = kv[..., :dn], kv[..., dn:]
+    k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rot[:, :, None], k_nope.shape[:3] + k_rot.shape[-1:])], -1)
+    o = layers.dot_attention(jnp.concatenate([q_nope, q_rot], -1), k, v, mask, scale)
+  else:
+    c_cache, c_all = _write(cache["c_kv"], c, layer, index)
+    r_cache, r_all = _write(cache["k_rot"], k_rot, layer, index)
+    cache = {**cache, "c_kv": c_cache, "k_rot": r_cache}
+    c_all, r_all = c_all.astype(dtype), r_all.astype(dtype)
+    q_lat = jnp.einsum("bthn,rhn->bthr", q_nope, kv_b[..., :dn])  # absorb W_UK into the query
+    s = (jnp.einsum("bthr,bsr->bhts", q_lat, c_all, preferred_element_type=jnp.float32)
+         + jnp.einsum("bthd,bsd->bhts", q_rot, r_all, preferred_element_type=jnp.float32)) * scale
+    s = jnp.where(mask[:, None], s, layers.NEG_INF)
+    w = jax.nn.softmax(s, axis=-1).astype(dtype)
+    o_lat = jnp.einsum("bhts,bsr->bthr", w, c_all)
+    o = jnp.einsum("bthr,rhv->bthv", o_lat, kv_b[..., dn:])  # absorb W_UV into the output
+  return jnp.einsum("bthv,hvd->btd", o, p["o"].astype(dtype)), cache

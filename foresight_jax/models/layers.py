@@ -1,0 +1,83 @@
+"""Shared building blocks: RMSNorm, rotary embeddings, the SwiGLU MLP and masked attention."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from foresight_jax.models.config import ModelConfig
+from foresight_jax.sharding import constrain
+
+# Finite instead of -inf: a fully masked row (left padding) softmaxes to uniform, not NaN.
+NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+  # statistics in fp32 whatever the compute dtype (as HF does), result back in the input dtype
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return weight.astype(x.dtype) * y.astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+  d = cfg.rope_dim
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  if cfg.rope_llama3_scaling is not None:
+    factor, low, high, old_ctx = cfg.rope_llama3_scaling
+    wavelen = 2 * math.pi / inv
+    scaled = jnp.where(wavelen > old_ctx / low, inv / factor, inv)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_ctx / high) & (wavelen <= old_ctx / low)
+    inv = jnp.where(medium, smoothed, scaled)
+  return inv
+
+
+def rope_tables(cfg: ModelConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """cos, sin of shape [batch, seq, rope_dim/2] in fp32."""
+  ang = positions.astype(jnp.float32)[..., None] * rope_inv_freq(cfg)
+  return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleave: bool) -> jax.Array:
+  """x: [batch, seq, heads, d]. Interleaved layout pairs (x0,x1),(x2,x3)...; the output, like HF's,
+  is in the half-split layout either way (q and k get the same permutation, so scores agree)."""
+  if interleave:
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+  else:
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+  c, s = cos[:, :, None, :], sin[:, :, None, :]
+  x1f, x2f = x1.astype(jnp.float32), x2.astype(jnp.float32)
+  out = jnp.concatenate([x1f * c - x2f * s, x2f * c + x1f * s], axis=-1)
+  return out.astype(x.dtype)
+
+
+def mlp(p: dict, x: jax.Array, dtype) -> jax.Array:
+  gate = jnp.einsum("btd,df->btf", x, p["gate"].astype(dtype))
+  up = jnp.einsum("btd,df->btf", x, p["up"].astype(dtype))
+  h = constrain(jax.nn.silu(gate) * up, ("batch", "seq", "act_mlp"))
+  return jnp.einsum("btf,fd->btd", h, p["down"].astype(dtype))
+
+
+def attention_mask(q_slot, k_slot, q_seg, k_seg) -> jax.Array:
+  """[batch, q, k] bool: causal by slot, same segment, key not padding (segment 0)."""
+  causal = k_slot[None, None, :] <= q_slot[None, :, None]
+  same = q_seg[:, :, None] == k_seg[:, None, :]
+  return causal & same & (k_seg[:, None, :] != 0)
+
+
+def dot_attention(q, k, v, mask, scale) -> jax.Array:
+  """Grouped-query attention. q [B,T,H,D], k [B,S,K,D], v [B,S,K,Dv], mask [B,T,S] -> [B,T,H,Dv].
+
+  Query heads are grouped over their KV head instead of repeating K/V (no H/K-fold copy).
+  """
+  b, t, h, d = q.shape
+  kh = k.shape[2]
+  qg = q.reshape(b, t, kh, h // kh, d)
+  s = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+  s = jnp.where(mask[:, None, None], s, NEG_INF)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+  o = jnp.einsum("bkgts,bskd->btkgd", p, v)
+  return o.reshape(b, t, h, v.shape[-1])

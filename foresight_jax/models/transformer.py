@@ -1,0 +1,131 @@
+"""The decoder: pure functions of (config, params pytree, tokens[, cache]).
+
+`forward` serves training (packed segments, no cache), prefill and decode (stacked KV cache written
+at a shared slot index; per-row positions and segment ids make left-padded batches exact).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from foresight_jax.models import attention, layers
+from foresight_jax.models.config import ModelConfig
+from foresight_jax.sharding import constrain
+
+Params = dict[str, Any]
+Cache = dict[str, jax.Array]
+
+_REMAT = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> Cache:
+  """An empty KV cache. `segment` marks filled slots (0 = empty/padding, never attended)."""
+  dtype = jnp.dtype(dtype or cfg.compute_dtype)
+  L = cfg.num_layers
+  if cfg.is_mla:
+    cache = {"c_kv": jnp.zeros((L, batch, max_len, cfg.kv_lora_rank), dtype),
+             "k_rot": jnp.zeros((L, batch, max_len, cfg.qk_rope_head_dim), dtype)}
+  else:
+    shape = (L, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    cache = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  cache["segment"] = jnp.zeros((batch, max_len), jnp.int32)
+  return cache
+
+
+def cache_logical_axes(cfg: ModelConfig) -> dict[str, tuple]:
+  if cfg.is_mla:
+    axes = {"c_kv": ("layers", "batch", "cache_seq", None), "k_rot": ("layers", "batch", "cache_seq", None)}
+  else:
+    kv = ("layers", "batch", "cache_seq", "act_kv_heads", None)
+    axes = {"k": kv, "v": kv}
+  axes["segment"] = ("batch", "cache_seq")
+  return axes
+
+
+def _decoder_layer(cfg: ModelConfig, lp, x, cos, sin, mask, cache, layer, index, dtype):
+  attn_fn = attention.mla if cfg.is_mla else attention.gqa
+  h = layers.rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+  a, cache = attn_fn(cfg, lp["attn"], h, cos, sin, mask, cache, layer, index, dtype)
+  x = constrain(x + a, ("batch", "seq", "act_embed"))
+  h = layers.rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+  x = constrain(x + layers.mlp(lp["mlp"], h, dtype), ("batch", "seq", "act_embed"))
+  return x, cache
+
+
+def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array | None = None,
+                  segment_ids: jax.Array | None = None, cache: Cache | None = None,
+                  cache_index: jax.Array | int = 0) -> tuple[jax.Array, Cache | None]:
+  """Final-normed hidden states [B, T, D] and the updated cache.
+
+  tokens, positions, segment_ids: [B, T] int32. Without a cache, attention is causal within equal
+  segment ids (packed training rows; 0 = padding). With a cache, the T new tokens are written at
+  slots [cache_index, cache_index + T) and attend to every filled slot at or before their own.
+  """
+  dtype = jnp.dtype(cfg.compute_dtype)
+  b, t = tokens.shape
+  if positions is None:
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  if segment_ids is None:
+    segment_ids = jnp.ones((b, t), jnp.int32)
+  q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
+  if cache is None:
+    k_slot, k_seg = q_slot, segment_ids
+  else:
+    k_seg = jax.lax.dynamic_update_slice(cache["segment"], segment_ids.astype(jnp.int32), (0, cache_index))
+    cache = {**cache, "segment": k_seg}
+    k_slot = jnp.arange(k_seg.shape[1], dtype=jnp.int32)
+  mask = layers.attention_mask(q_slot, k_slot, segment_ids, k_seg)
+  cos, sin = layers.rope_tables(cfg, positions)
+
+  x = jnp.take(params["embed"], tokens, axis=0).astype(dtype)
+  x = constrain(x, ("batch", "seq", "act_embed"))
+
+  def body(carry, xs):
+    x, cache = carry
+    lp, i = xs
+    x, cache = _decoder_layer(cfg, lp, x, cos, sin, mask, cache, i, cache_index, dtype)
+    return (x, cache), None
+
+  if cfg.remat_policy != "none":
+    body = jax.checkpoint(body, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+  layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+  if cfg.scan_layers:
+    (x, cache), _ = jax.lax.scan(body, (x, cache), (params["layers"], layer_ids))
+  else:
+    for i in range(cfg.num_layers):
+      lp = jax.tree.map(lambda a: a[i], params["layers"])
+      (x, cache), _ = body((x, cache), (lp, i))
+  return layers.rms_norm(x, params["final_norm"], cfg.rms_norm_eps), cache
+
+
+def lm_head(cfg: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
+  """fp32 logits [..., vocab] from final hidden states."""
+  dtype = h.dtype
+  if cfg.tie_embeddings:
+    out = jnp.einsum("btd,vd->btv", h, params["embed"].astype(dtype), preferred_element_type=jnp.float32)
+  else:
+    out = jnp.einsum("btd,dv->btv", h, params["lm_head"].astype(dtype), preferred_element_type=jnp.float32)
+  return constrain(out, ("batch", "seq", "act_vocab"))
+
+
+def forward(cfg: ModelConfig, params: Params, tokens: jax.Array, positions=None, segment_ids=None,
+            cache: Cache | None = None, cache_index=0) -> tuple[jax.Array, Cache | None]:
+  h, cache = hidden_states(cfg, params, tokens, positions, segment_ids, cache, cache_index)
+  return lm_head(cfg, params, h), cache
+
+
+def logits(cfg: ModelConfig, params: Params, tokens: jax.Array) -> jax.Array:
+  """Public API: fp32 logits [batch, seq, vocab] for int32 tokens [batch, seq] (plain causal)."""
+  return _logits_jit(cfg, params, jnp.asarray(tokens, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_jit(cfg, params, tokens):
+  return forward(cfg, params, tokens)[0]
