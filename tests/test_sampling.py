@@ -1,0 +1,371 @@
+"""Sampler: cached decode == full recomputation, greedy == naive loop, determinism, top-k/top-p,
+stop strings / eos / per-row limits, sharded == single device, and purity inside an outer jit."""
+import functools
+import itertools
+import string
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from foresight_jax import sampling as S
+from foresight_jax import sharding
+from foresight_jax.models import params as params_lib
+from foresight_jax.models import presets, transformer
+
+PRESETS = ["tiny", "tiny_mla"]
+LENS = [3, 7, 5, 1, 6, 2, 7, 4]  # ragged prompt lengths for 8 left-padded rows
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name):
+  cfg = presets.model_config(name)
+  return cfg, params_lib.init_params(cfg, jax.random.key(7))
+
+
+def _prompts(cfg, lens=LENS, seed=0):
+  """Left-padded [B, P] prompts plus the unpadded rows."""
+  rng = np.random.default_rng(seed)
+  rows = [rng.integers(3, cfg.vocab_size, n).astype(np.int32) for n in lens]
+  width = max(lens)
+  arr = np.zeros((len(rows), width), np.int32)
+  for r, row in enumerate(rows):
+    arr[r, width - len(row):] = row
+  return arr, np.asarray(lens, np.int32), rows
+
+
+_forward = jax.jit(transformer.forward, static_argnums=0)
+
+
+def _naive_greedy(cfg, params, rows, n):
+  """Greedy with a full no-cache forward per step (right-padded buffer: causality ignores the tail)."""
+  b = len(rows)
+  buf = np.zeros((b, max(map(len, rows)) + n), np.int32)
+  cur = np.asarray([len(r) for r in rows])
+  for r, row in enumerate(rows):
+    buf[r, :len(row)] = row
+  toks, lps = [], []
+  for _ in range(n):
+    logits = np.asarray(_forward(cfg, params, jnp.asarray(buf))[0])[np.arange(b), cur - 1]
+    t = logits.argmax(-1)
+    lps.append(np.asarray(jax.nn.log_softmax(logits))[np.arange(b), t])
+    buf[np.arange(b), cur] = t
+    toks.append(t)
+    cur += 1
+  return np.stack(toks, 1), np.stack(lps, 1)
+
+
+# (a) ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_cached_decode_logits_equal_full_recomputation(name):
+  cfg, params = _model(name)
+  prompt, lens, rows = _prompts(cfg)
+  b, p = prompt.shape
+  k = 5
+  cont = np.random.default_rng(1).integers(3, cfg.vocab_size, (b, k)).astype(np.int32)  # teacher-forced
+
+  cache = transformer.init_cache(cfg, b, S.cache_length(p, k + 1))
+  pos, seg = S.prompt_positions(jnp.asarray(lens), p)
+  pf_logits, cache = _forward(cfg, params, jnp.asarray(prompt), pos, seg, cache, 0)
+  step_logits = [np.asarray(pf_logits)[:, -1]]
+  for j in range(k):
+    lg, cache = _forward(cfg, params, jnp.asarray(cont[:, j:j + 1]), jnp.asarray(lens + j)[:, None],
+                         jnp.ones((b, 1), jnp.int32), cache, p + j)
+    step_logits.append(np.asarray(lg)[:, 0])
+
+  # reference: each row UNPADDED (right-padded buffer, one compile; causality ignores the tail)
+  seqs = np.zeros((b, p + k), np.int32)
+  for r, row in enumerate(rows):
+    seqs[r, :len(row) + k] = np.concatenate([row, cont[r]])
+  full = np.asarray(_forward(cfg, params, jnp.asarray(seqs))[0])
+  for r, row in enumerate(rows):
+    n = len(row)
+    # every real prompt position of the padded prefill matches the unpadded row
+    err = np.abs(np.asarray(pf_logits)[r, p - n:] - full[r, :n]).max()
+    assert err <= 1e-4, (r, err)
+    for j, lg in enumerate(step_logits):
+      err = np.abs(lg[r] - full[r, n - 1 + j]).max()
+      assert err <= 1e-4, (r, j, err)
+
+
+# (b) ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_greedy_equals_naive_loop(name):
+  cfg, params = _model(name)
+  prompt, lens, rows = _prompts(cfg, seed=2)
+  n = 10
+  out = S.sample_jit(cfg, params, prompt, lens, jax.random.key(0), S.SamplingParams.make(len(rows), 0.0),
+                     max_new_tokens=n)
+  ref_tok, ref_lp = _naive_greedy(cfg, params, rows, n)
+  np.testing.assert_array_equal(np.asarray(out.tokens), ref_tok)
+  np.testing.assert_allclose(np.asarray(out.logprobs), ref_lp, atol=1e-4)
+  np.testing.assert_array_equal(np.asarray(out.lengths), n)
+  np.testing.assert_array_equal(np.asarray(out.stop_reason), S.STOP_LENGTH)
+  assert not np.asarray(out.finished).any()
+
+
+# (c) ------------------------------------------------------------------------------------------------
+
+
+def test_same_key_same_output_different_key_differs_and_no_recompile():
+  cfg, params = _model("tiny")
+  prompt, lens, _ = _prompts(cfg)
+  traces = []
+
+  @jax.jit
+  def run(key, temperature, top_p):
+    traces.append(1)  # Python runs only while tracing
+    return S.sample(cfg, params, prompt, lens, key, S.SamplingParams(temperature, top_p), max_new_tokens=12)
+
+  t1 = jnp.ones((8,), jnp.float32)
+  p1 = jnp.ones((8,), jnp.float32)
+  a = run(jax.random.key(1), t1, p1)
+  b = run(jax.random.key(1), t1, p1)
+  c = run(jax.random.key(2), t1, p1)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert (np.asarray(a.tokens) != np.asarray(c.tokens)).mean() > 0.5
+  # new temperature / top_p values (per row) reuse the compiled program
+  d = run(jax.random.key(1), jnp.linspace(0.0, 1.5, 8), jnp.full((8,), 0.9, jnp.float32))
+  assert len(traces) == 1
+  # a greedy row (temperature 0) ignores the key
+  np.testing.assert_array_equal(d.tokens[0], run(jax.random.key(3), jnp.linspace(0.0, 1.5, 8),
+                                                  jnp.full((8,), 0.9, jnp.float32)).tokens[0])
+
+
+# (d) ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_top_k_1_and_tiny_top_p_equal_greedy(name):
+  cfg, params = _model(name)
+  prompt, lens, _ = _prompts(cfg, seed=3)
+  run = functools.partial(S.sample_jit, cfg, params, prompt, lens, max_new_tokens=8)
+  greedy = run(jax.random.key(0), S.SamplingParams.make(8, 0.0)).tokens
+  topk1 = run(jax.random.key(5), S.SamplingParams.make(8, 1.0, top_k=1)).tokens
+  topp = run(jax.random.key(6), S.SamplingParams.make(8, 1.0, top_p=1e-6)).tokens
+  for other in (topk1, topp):
+    np.testing.assert_array_equal(np.asarray(other), np.asarray(greedy))
+
+
+def test_sample_logits_respects_top_k_and_top_p():
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(4, 50)) * 3, jnp.float32)
+  keys = jax.random.split(jax.random.key(0), 256)
+
+  def draws(sp):
+    return np.asarray(jax.vmap(lambda k: S.sample_logits(logits, k, sp))(keys))  # [256, 4]
+
+  order = np.argsort(-np.asarray(logits), axis=-1)
+  got = draws(S.SamplingParams.make(4, 1.0, top_k=3))
+  for r in range(4):
+    assert set(got[:, r]) <= set(order[r, :3])
+    assert len(set(got[:, r])) > 1
+  probs = np.asarray(jax.nn.softmax(logits))
+  for top_k in (0, 10):
+    got = draws(S.SamplingParams.make(4, 1.0, top_p=0.6, top_k=top_k))
+    for r in range(4):
+      csum = np.cumsum(probs[r, order[r]])
+      nucleus = order[r, :int(np.searchsorted(csum, 0.6) + 1)]
+      assert set(got[:, r]) <= set(nucleus), (top_k, r)
+  # temperature 0 is argmax whatever the key
+  np.testing.assert_array_equal(draws(S.SamplingParams.make(4, 0.0, top_p=0.5))[0], order[:, 0])
+
+
+# (e) ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_stops_eos_and_per_row_limits(name):
+  cfg, params = _model(name)
+  prompt, lens, _ = _prompts(cfg, seed=4)
+  n = 16
+  greedy = S.SamplingParams.make(8, 0.0)
+  seqs = np.full((8, 3, 4), -1, np.int32)
+  eos = np.full((8, 2), -1, np.int32)
+  limits = np.full((8,), 1000, np.int32)
+
+  def run(eos, seqs, limits):  # same shapes every time: one compiled prefill + decode for the test
+    stop = S.StopSpec.make(8, eos, seqs, limits)
+    state = S.prefill_jit(cfg, params, jnp.asarray(prompt), jnp.asarray(lens), jax.random.key(0), greedy, stop,
+                          max_new_tokens=n)
+    return S.decode_jit(cfg, params, state, greedy, stop)
+
+  ref = np.asarray(run(eos, seqs, limits).tokens)  # no stop fires
+  seqs[0, 1, 2:] = ref[0, 4:6]  # a 2-token stop sequence (second variant slot)
+  eos[1, 1] = ref[1, 3]  # per-row eos
+  limits[2] = 5
+  # row 3: nothing set
+  seqs[4, 0, 1:] = [ref[4, 7], ref[4, 8], (ref[4, 9] + 1) % cfg.vocab_size]  # a near miss...
+  seqs[4, 2, 3:] = ref[4, 10]  # ...and a single-token stop
+  limits[5] = 0  # no tokens at all
+  seqs[6, 0, :] = ref[6, 0:4]  # a full-width stop sequence at the very start
+  eos[7, 0] = ref[7, 2]
+  limits[7] = 2  # the limit comes first (unless the eos token also occurs earlier)
+
+  def expected(r):  # a plain-Python reference of the stopping rules
+    for e in range(1, n + 1):
+      if ref[r, e - 1] in eos[r]:
+        return e, S.STOP_EOS
+      if any(e >= len(s) > 0 and list(ref[r, e - len(s):e]) == list(s)
+             for s in (x[x >= 0] for x in seqs[r])):
+        return e, S.STOP_SEQUENCE
+      if e >= min(limits[r], n):
+        return e, S.STOP_LENGTH
+    return 0, S.STOP_LENGTH
+
+  exp = {r: expected(r) for r in range(8)}
+  exp[5] = (0, S.STOP_LENGTH)
+  assert exp[0][1] == exp[4][1] == exp[6][1] == S.STOP_SEQUENCE and exp[1][1] == S.STOP_EOS
+  assert exp[2] == (5, S.STOP_LENGTH) and exp[3] == (n, S.STOP_LENGTH) and exp[6] == (4, S.STOP_SEQUENCE)
+
+  out = run(eos, seqs, limits).output()
+  tokens, lengths, reasons, lps = map(np.asarray, (out.tokens, out.lengths, out.stop_reason, out.logprobs))
+  for r, (length, reason) in exp.items():
+    assert (lengths[r], reasons[r]) == (length, reason), (r, lengths[r], reasons[r], length, reason)
+    np.testing.assert_array_equal(tokens[r, :length], ref[r, :length])
+    assert (tokens[r, length:] == 0).all() and (lps[r, length:] == 0).all()
+  np.testing.assert_array_equal(np.asarray(out.finished), np.isin(reasons, [S.STOP_EOS, S.STOP_SEQUENCE]))
+
+  # the while_loop exits as soon as every row is done
+  state = run(np.full_like(eos, -1), np.full_like(seqs, -1), np.arange(8) % 4)
+  assert int(state.step) == 3
+  np.testing.assert_array_equal(np.asarray(state.lengths), np.arange(8) % 4)
+
+
+class ToyTokenizer:
+  """Greedy longest-match over 512 pieces: specials, printable chars, then two-char merges."""
+
+  pad_id, bos_id, eos_id = 0, 1, 2
+  eos_ids = (2,)
+
+  def __init__(self, vocab_size=512):
+    chars = list(string.ascii_letters + string.digits + " .,\n!?()")
+    merges = [".\n", "\n\n", " a", "ab", "b.", "op"]
+    merges += ["".join(p) for p in itertools.product(chars, repeat=2) if "".join(p) not in merges]
+    self.pieces = ["<pad>", "<bos>", "<eos>"] + chars + merges[:vocab_size - 3 - len(chars)]
+    self.ids = {p: i for i, p in enumerate(self.pieces)}
+
+  def encode(self, text, add_bos=False):
+    out, i = ([self.bos_id] if add_bos else []), 0
+    while i < len(text):
+      n = 2 if text[i:i + 2] in self.ids else 1
+      out.append(self.ids[text[i:i + n]])
+      i += n
+    return out
+
+  def decode(self, ids):
+    return "".join(self.pieces[i] for i in ids if i > 2)
+
+
+def test_make_stop_spec_variants():
+  tok = ToyTokenizer()
+  enc = tok.encode
+  v = S.stop_string_variants(enc, "\n\n")
+  assert (tok.ids["\n\n"],) in v  # canonical
+  assert (tok.ids[".\n"], tok.ids["\n"]) in v  # "." merges with the stop's first newline
+  for variant in v:  # every variant's text contains the stop string
+    assert "\n\n" in tok.decode(list(variant))
+  spec = S.make_stop_spec(enc, [["\n\n"], None, ["b.", "op"]], eos_ids=[2], stop_token_ids_per_row=[[], [7], []],
+                          max_new_tokens_per_row=[5, 6, 7])
+  seqs = np.asarray(spec.stop_seqs)
+  assert seqs.shape[0] == 3 and seqs.shape[1] % 4 == 0 and seqs.shape[2] % 4 == 0
+  assert {tuple(x[x >= 0]) for x in seqs[1]} == {(), (7,)}
+  assert (tok.ids["b."],) in {tuple(x[x >= 0]) for x in seqs[2]}
+  assert (seqs[:, :, -1] >= 0).any(-1).all()  # right-aligned
+  np.testing.assert_array_equal(np.asarray(spec.max_new_tokens_per_row), [5, 6, 7])
+  # in-graph matching of those variants
+  window = jnp.full((3, seqs.shape[2]), -1).at[0, -2:].set(jnp.asarray([tok.ids[".\n"], tok.ids["\n"]]))
+  window = window.at[1, -1].set(7).at[2, -1].set(tok.ids["op"] + 1)
+  np.testing.assert_array_equal(np.asarray(S._match_stop(window, spec.stop_seqs)), [True, True, False])
+
+
+def test_generate_strings_with_stops():
+  cfg, params = _model("tiny")
+  tok = ToyTokenizer(cfg.vocab_size)
+  prompts = ["hello world", "a", "the quick brown fox jumps"]
+  base = S.generate(cfg, params, tok, prompts, max_new_tokens=12, eos_ids=())
+  for r in range(3):
+    assert base.texts[r] == tok.decode(base.token_ids[r])
+    assert len(base.token_ids[r]) == 12 and base.stop_reasons[r] == "length"
+  text0 = base.texts[0]
+  s = text0[len(text0) // 2: len(text0) // 2 + 2]
+  res = S.generate(cfg, params, tok, prompts, max_new_tokens=12, eos_ids=(), stop=[[s], None, None],
+                   max_new_tokens_per_row=[12, 12, 3])
+  assert res.texts[0] == text0[:text0.find(s)] and res.stop_reasons[0] == "stop"
+  assert res.token_ids[0] == base.token_ids[0][:len(res.token_ids[0])]
+  assert res.texts[1] == base.texts[1]
+  assert res.token_ids[2] == base.token_ids[2][:3] and res.stop_reasons[2] == "length"
+  # (same padded shapes as the call above: no recompilation)
+  inc = S.generate(cfg, params, tok, prompts, max_new_tokens=12, eos_ids=(), stop=[s], include_stop_str=True)
+  assert inc.texts[0] == text0[:text0.find(s) + len(s)]
+
+
+# (f) ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2)])
+def test_sharded_sampling_equals_single_device(name, mesh_shape):
+  cfg, params = _model(name)
+  prompt, lens, _ = _prompts(cfg, seed=5)
+  n = 8
+  stop = S.StopSpec.make(8, eos_ids=[5], max_new_tokens_per_row=[8, 7, 6, 5, 8, 8, 3, 8])
+  # greedy, plain, nucleus and low-temperature rows in one batch (per-row params, one compile)
+  samplings = [S.SamplingParams.make(8, [0, 1, 0.7, 1, 0, 1, 0.5, 1], [1, 1, 0.9, 0.8, 1, 1, 1, 0.95],
+                                     top_k=20 if mesh_shape[2] > 1 else 0)]
+  host_params = jax.device_get(params)
+  refs = [S.sample_jit(cfg, host_params, prompt, lens, jax.random.key(9), sp, stop, max_new_tokens=n)
+          for sp in samplings]
+
+  mesh = sharding.make_mesh(*mesh_shape)
+  p = params_lib.init_params(cfg, jax.random.key(7), mesh)
+  with jax.set_mesh(mesh):
+    for sp, ref in zip(samplings, refs):
+      state = S.prefill_jit(cfg, p, jnp.asarray(prompt), jnp.asarray(lens), jax.random.key(9), sp, stop,
+                            max_new_tokens=n)
+      cache_spec = state.cache["segment"].sharding.spec
+      assert cache_spec[0] in (("data", "fsdp"), "data"), cache_spec  # batch-sharded KV cache
+      out = S.decode_jit(cfg, p, state, sp, stop).output()
+      np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
+      np.testing.assert_array_equal(np.asarray(out.lengths), np.asarray(ref.lengths))
+      np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(ref.logprobs), atol=1e-4)
+
+
+# (g) ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_sample_inside_outer_jit(name):
+  cfg, params = _model(name)
+  prompt, lens, _ = _prompts(cfg, seed=6)
+  n = 6
+  stop = S.StopSpec.make(8, max_new_tokens_per_row=[6, 6, 4, 6, 6, 2, 6, 6])
+
+  def rollout_step(params, prompt, lens, key):
+    # sample, then score the samples with a no-cache forward and reduce: one fused program
+    out = S.sample(cfg, params, prompt, lens, key, S.SamplingParams(1.0), stop, max_new_tokens=n)
+    seq = jnp.concatenate([prompt, out.tokens], axis=1)
+    b, p = prompt.shape
+    pos_p, seg_p = S.prompt_positions(lens, p)
+    gen = jnp.arange(n)[None, :]
+    pos = jnp.concatenate([pos_p, lens[:, None] + gen], axis=1)
+    seg = jnp.concatenate([seg_p, (gen < out.lengths[:, None]).astype(jnp.int32)], axis=1)
+    logits, _ = transformer.forward(cfg, params, seq, pos, seg)
+    lp = jnp.take_along_axis(jax.nn.log_softmax(logits[:, p - 1:-1]), out.tokens[..., None], -1)[..., 0]
+    lp = jnp.where(gen < out.lengths[:, None], lp, 0.0)
+    return out, lp, jnp.sum(lp)
+
+  jaxpr = str(jax.make_jaxpr(rollout_step)(params, prompt, lens, jax.random.key(3)))
+  assert "callback" not in jaxpr and "while" in jaxpr
+  out, lp, total = jax.jit(rollout_step)(params, prompt, lens, jax.random.key(3))
+  direct = S.sample_jit(cfg, params, prompt, lens, jax.random.key(3), S.SamplingParams(1.0), stop, max_new_tokens=n)
+  np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(direct.tokens))
+  np.testing.assert_array_equal(np.asarray(out.lengths), [6, 6, 4, 6, 6, 2, 6, 6])
+  # the sampler's logprobs are exactly what a trainer would recompute with a full forward
+  np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(lp), atol=1e-4)
+  assert np.isfinite(float(total))
