@@ -192,19 +192,25 @@ def sample_logits(logits: jax.Array, key: jax.Array, sampling: SamplingParams) -
   temperature = jnp.broadcast_to(jnp.asarray(sampling.temperature, jnp.float32), (b,))
   top_p = jnp.broadcast_to(jnp.asarray(sampling.top_p, jnp.float32), (b,))
   greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  # divide by 1 on greedy rows so their (unused) sampling branch stays finite
-  scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
-  if sampling.top_k:
-    # static k: sample among the k best only; top_p then acts on this already-sorted short list
-    vals, idx = jax.lax.top_k(scaled, sampling.top_k)
-    vals = jnp.where(_top_p_keep_sorted(vals, top_p), vals, -jnp.inf)
-    choice = jax.random.categorical(key, vals, axis=-1)
-    sampled = jnp.take_along_axis(idx, choice[:, None], axis=-1)[:, 0]
-  else:
-    # a full-vocab sort is only paid on steps where some row actually asks for nucleus sampling
-    scaled = jax.lax.cond(jnp.any(top_p < 1.0), _top_p_filter_full, lambda x, _: x, scaled, top_p)
-    sampled = jax.random.categorical(key, scaled, axis=-1)
-  return jnp.where(temperature > 0, sampled.astype(jnp.int32), greedy)
+
+  def draw(logits):
+    # divide by 1 on greedy rows so their (unused) sampling branch stays finite
+    scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    if sampling.top_k:
+      # static k: sample among the k best only; top_p then acts on this already-sorted short list
+      vals, idx = jax.lax.top_k(scaled, sampling.top_k)
+      vals = jnp.where(_top_p_keep_sorted(vals, top_p), vals, -jnp.inf)
+      choice = jax.random.categorical(key, vals, axis=-1)
+      sampled = jnp.take_along_axis(idx, choice[:, None], axis=-1)[:, 0]
+    else:
+      # a full-vocab sort is only paid on steps where some row actually asks for nucleus sampling
+      scaled = jax.lax.cond(jnp.any(top_p < 1.0), _top_p_filter_full, lambda x, _: x, scaled, top_p)
+      sampled = jax.random.categorical(key, scaled, axis=-1)
+    return sampled.astype(jnp.int32)
+
+  # all-greedy steps skip the random draw over the whole vocab (it costs as much as the argmax)
+  sampled = jax.lax.cond(jnp.any(temperature > 0), draw, lambda _: greedy, logits)
+  return jnp.where(temperature > 0, sampled, greedy)
 
 
 def _token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -306,6 +312,9 @@ def decode(cfg: ModelConfig, params, state: SamplerState, sampling: SamplingPara
   def cond(st: SamplerState):
     # early exit: one global "all done" reduction per step, evaluated on device
     return (st.step < max_new_tokens) & ~jnp.all(st.done)
+
+  # one copy of the layer weights per call instead of a per-token slice of the stacked arrays
+  params = transformer.unstack_layers(params)
 
   def body(st: SamplerState):
     fed = st.step - 1  # index of the token being fed back

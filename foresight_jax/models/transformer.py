@@ -96,13 +96,32 @@ def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array, positions
   if cfg.remat_policy != "none":
     body = jax.checkpoint(body, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
   layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-  if cfg.scan_layers:
+  if isinstance(params["layers"], (list, tuple)):
+    # already one pytree per layer (see `unstack_layers`): no per-step slicing of stacked weights
+    for i, lp in enumerate(params["layers"]):
+      (x, cache), _ = body((x, cache), (lp, i))
+  elif cfg.scan_layers:
     (x, cache), _ = jax.lax.scan(body, (x, cache), (params["layers"], layer_ids))
   else:
     for i in range(cfg.num_layers):
       lp = jax.tree.map(lambda a: a[i], params["layers"])
       (x, cache), _ = body((x, cache), (lp, i))
   return layers.rms_norm(x, params["final_norm"], cfg.rms_norm_eps), cache
+
+
+def unstack_layers(params: Params) -> Params:
+  """Params with `layers` as a tuple of per-layer pytrees.
+
+  Decode reads every weight once per token, so it is bandwidth-bound. Slicing one layer out of the
+  stacked [L, ...] arrays inside the loop makes XLA:CPU copy that layer's weights every step (it
+  cannot fuse a dynamic slice into a matmul operand). Unstacking once, outside the decode loop,
+  costs one copy of the weights per `sample` call and then none per token.
+  """
+  stacked = params["layers"]
+  if isinstance(stacked, (list, tuple)):
+    return params
+  n = jax.tree.leaves(stacked)[0].shape[0]
+  return {**params, "layers": tuple(jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(n))}
 
 
 def lm_head(cfg: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
