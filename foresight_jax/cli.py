@@ -87,9 +87,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_info(args) -> int:
+  from foresight_jax import configs
   from foresight_jax.models import config as config_lib, presets
-  cfg = presets.model_config(args.preset)
-  print(json.dumps({"preset": args.preset, "family": cfg.family, "params": config_lib.param_count(cfg),
+  if args.config:
+    loaded = configs.load(args.config, args.set)
+    name, cfg = loaded.get("preset", args.config), presets.model_config(loaded.model)
+  else:
+    name, cfg = args.preset, presets.model_config(args.preset)
+  print(json.dumps({"preset": name, "family": cfg.family, "params": config_lib.param_count(cfg),
                     "params_without_embeddings": config_lib.param_count(cfg, include_embeddings=False),
                     "train_flops_per_token": config_lib.train_flops_per_token(cfg, args.seq), "seq": args.seq}))
   return 0
@@ -147,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
       "Print, as one JSON line, a preset's exact parameter count (with and without embeddings) and its "
       "training FLOPs per token at --seq (6 x matmul params + causal attention), the figure MFU is "
       "computed from."))
-  p.add_argument("--preset", default="youtu_llm_2b")
+  p.add_argument("--preset", default="youtu_llm_2b", help="a preset name (see foresight_jax/models/presets.py)")
+  p.add_argument("--config", default=None, help="instead of --preset: an ml-collections file, e.g. "
+                 "configs/model.py:smollm2_135m")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a --config field, e.g. --set model.num_layers=4 (repeatable)")
   p.add_argument("--seq", type=int, default=4096)
   p.set_defaults(fn=cmd_info)
 

@@ -1,5 +1,6 @@
 """The command line: --help explains, convert round-trips, generate answers with the real model."""
 import json
+import os
 
 import jax
 import numpy as np
@@ -8,6 +9,8 @@ import pytest
 from foresight_jax import cli
 from foresight_jax.models import params as params_lib, presets, transformer
 from foresight_jax.models.checkpoint import load_pretrained, save_pretrained
+
+MODEL_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "model.py")
 
 
 @pytest.mark.parametrize("command", [[], ["convert"], ["generate"], ["info"], ["demo"]])
@@ -40,3 +43,20 @@ def test_info_reports_youtu_size(capsys):
 def test_generate_with_smollm2_answers_paris(capsys):
   assert cli.main(["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "16"]) == 0
   assert "Paris" in capsys.readouterr().out
+
+
+def test_info_from_config_file_with_overrides(capsys):
+  assert cli.main(["info", "--config", MODEL_CONFIG + ":smollm2_135m", "--set", "model.num_layers=15"]) == 0
+  info = json.loads(capsys.readouterr().out)
+  full = presets.model_config("smollm2_135m")
+  from foresight_jax.models import config as config_lib
+  per_layer = (config_lib.param_count(full, include_embeddings=False) - full.hidden_size) // full.num_layers
+  assert info["params"] == config_lib.param_count(full) - 15 * per_layer
+
+
+@pytest.mark.parametrize("override,error", [("model.n_layers=3", KeyError), ("model.num_layers=abc", TypeError),
+                                            ("nokey", ValueError)])
+def test_config_override_errors_name_the_key(override, error):
+  from foresight_jax import configs
+  with pytest.raises(error, match=override.split("=")[0].split(".")[-1]):
+    configs.load(MODEL_CONFIG + ":tiny", [override])

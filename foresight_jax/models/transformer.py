@@ -84,7 +84,10 @@ def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array, positions
   mask = layers.attention_mask(q_slot, k_slot, segment_ids, k_seg)
   cos, sin = layers.rope_tables(cfg, positions)
 
-  x = jnp.take(params["embed"], tokens, axis=0).astype(dtype)
+  # gather rows from a table replicated over vocab (still split over embed): a vocab-sharded gather
+  # would make XLA rematerialise the whole table on every device
+  table = constrain(params["embed"], (None, "embed"))
+  x = jnp.take(table, tokens, axis=0).astype(dtype)
   x = constrain(x, ("batch", "seq", "act_embed"))
 
   def body(carry, xs):
