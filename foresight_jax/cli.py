@@ -13,6 +13,9 @@ commands:
   convert    import a checkpoint (HF safetensors dir or .gguf) and write HF safetensors + config.json
   generate   chat with a model through our own loader, model and KV-cache sampler
   info       parameter count and training FLOPs per token of a preset
+  world      generate synthetic-world agentic trajectories (JSONL)
+  augment    add foresight blocks (rollout + success estimate) to trajectories
+  data-stats counts, token lengths, success rate and calibration of a trajectory file
   demo       the `make demo` job (today: SmolLM2-135M-Instruct answers chat prompts)
 """
 
@@ -163,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="override a --config field, e.g. --set model.num_layers=4 (repeatable)")
   p.add_argument("--seq", type=int, default=4096)
   p.set_defaults(fn=cmd_info)
+
+  from foresight_jax import cli_data
+  cli_data.add_parsers(sub)
 
   p = sub.add_parser("demo", help="the README's main job", description=(
       "The job `make demo` runs. Today: load SmolLM2-135M-Instruct from the GGUF shipped in the "

@@ -115,7 +115,7 @@ def source_dataset(source: Any, cfg: PipelineConfig) -> grain.MapDataset:
   return ds
 
 
-def build_dataset(source: Any, tokenizer, cfg: PipelineConfig) -> grain.IterDataset:
+def build_pipeline(source: Any, tokenizer, cfg: PipelineConfig) -> grain.IterDataset:
   """The whole pipeline as a grain IterDataset of batches (see module doc)."""
   ds = source_dataset(source, cfg).map(
       TokenizeRecord(tokenizer, cfg.mode, cfg.variant, cfg.add_bos, cfg.add_eos,
@@ -138,7 +138,7 @@ def build_dataset(source: Any, tokenizer, cfg: PipelineConfig) -> grain.IterData
 
 def make_iterator(source: Any, tokenizer, cfg: PipelineConfig) -> grain.DatasetIterator:
   """A fresh iterator over batches; `get_state()` / `set_state()` checkpoint and resume it."""
-  return iter(build_dataset(source, tokenizer, cfg))
+  return iter(build_pipeline(source, tokenizer, cfg))
 
 
 def pipeline_counts(iterator_or_state: Any) -> Counts:
@@ -160,6 +160,6 @@ def pipeline_counts(iterator_or_state: Any) -> Counts:
 
 __all__ = [
     "BATCH_KEYS", "Counts", "JsonlSource", "MODES", "MemorySource", "PACKERS", "PipelineConfig",
-    "RecordSource", "batch_stats", "build_dataset", "example_targets", "make_iterator",
+    "RecordSource", "batch_stats", "build_pipeline", "example_targets", "make_iterator",
     "open_source", "pipeline_counts", "source_dataset", "to_trajectory", "tokenize_trajectory",
 ]

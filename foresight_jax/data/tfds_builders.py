@@ -32,6 +32,7 @@ read reports in ``info.metadata`` (``metadata.json`` beside the data; restored b
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from foresight_jax.data.schema import ReadReport, Task, Trajectory, read_trajectories
 
@@ -104,11 +106,29 @@ def assign_splits(trajs: Sequence[Trajectory], val_fraction: float, seed: int
   return train, val, notes
 
 
+class _LocalCodePath:
+  """Builders outside a TFDS dataset package: locate the code with ``inspect.getfile``.
+
+  TFDS's own ``code_path`` probes ``importlib_resources.abc.Traversable`` for any builder whose
+  module sits in a package, and that backport is not a dependency of tensorflow-datasets
+  (ModuleNotFoundError without it). The path is only used to look for a checksums file, which
+  these builders (no downloads) do not have.
+  """
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path | None:
+    try:
+      return epath.Path(inspect.getfile(cls))
+    except (TypeError, OSError):
+      return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Trajectory corpus
 
 
-class ForesightTrajectories(tfds.core.GeneratorBasedBuilder):
+class ForesightTrajectories(_LocalCodePath, tfds.core.GeneratorBasedBuilder):
   """Agent trajectories (schema.py JSONL) with train/validation splits."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -203,7 +223,7 @@ def decode_trajectory(example: dict) -> Trajectory:
 # Eval set
 
 
-class ForesightEvalTasks(tfds.core.GeneratorBasedBuilder):
+class ForesightEvalTasks(_LocalCodePath, tfds.core.GeneratorBasedBuilder):
   """Evaluation tasks (questions + gold answers) of one eval set."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -267,12 +287,15 @@ def decode_task(example: dict) -> Task:
 # Build / read helpers
 
 
-def _prepare(builder: tfds.core.DatasetBuilder, overwrite: bool) -> tfds.core.DatasetBuilder:
-  cfg = None
-  if overwrite:  # regenerate even if a prepared copy of this name/version exists
-    cfg = tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
-  builder.download_and_prepare(file_format=FILE_FORMAT, download_config=cfg)
+def _prepare(make, overwrite: bool):
+  """make() -> a builder; prepared (written) unless its directory already holds this
+  name/version, which ``overwrite`` deletes first (TFDS cannot regenerate in place: a builder
+  that found prepared files has its DatasetInfo, file format included, frozen)."""
+  builder = make()
+  if overwrite and epath.Path(builder.data_dir).exists():
+    epath.Path(builder.data_dir).rmtree()
+    builder = make()
+  builder.download_and_prepare(file_format=FILE_FORMAT)
   return builder
 
 
@@ -286,19 +309,21 @@ def build_trajectory_corpus(paths: Iterable[str | Path], data_dir: str | Path,
   An existing prepared corpus of the same name is reused as is unless ``overwrite``. The
   returned builder's ``read_reports`` (when it built) and ``info.metadata`` account for every
   input line."""
-  b = ForesightTrajectories(paths=paths, val_paths=val_paths, val_fraction=val_fraction,
-                            seed=seed, max_steps=max_steps, data_dir=str(data_dir),
-                            config=_config(name))
-  return _prepare(b, overwrite)
+  paths = list(paths)
+  val_paths = None if val_paths is None else list(val_paths)
+  return _prepare(lambda: ForesightTrajectories(
+      paths=paths, val_paths=val_paths, val_fraction=val_fraction, seed=seed,
+      max_steps=max_steps, data_dir=str(data_dir), config=_config(name)), overwrite)
 
 
 def build_eval_set(tasks: Iterable[Task], data_dir: str | Path, name: str,
                    split: str = "test", report: ReadReport | None = None,
                    overwrite: bool = False) -> ForesightEvalTasks:
   """Write Tasks as ``<data_dir>/foresight_eval_tasks/<name>/1.0.0`` (one split)."""
-  b = ForesightEvalTasks(tasks=tasks, split=split, report=report, data_dir=str(data_dir),
-                         config=_config(name))
-  return _prepare(b, overwrite)
+  tasks = list(tasks)
+  return _prepare(lambda: ForesightEvalTasks(
+      tasks=tasks, split=split, report=report, data_dir=str(data_dir), config=_config(name)),
+      overwrite)
 
 
 def build_registered_eval_set(name: str, path: str | Path | None, data_dir: str | Path,
