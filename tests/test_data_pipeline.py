@@ -276,27 +276,32 @@ def test_jsonl_and_record_sources(trajs, tok, tmp_path):
 # End to end: synthetic world -> foresight blocks (full) -> pipeline -> tiny model
 
 
-@pytest.mark.parametrize("mode", ["mid_training", "sft"])
-def test_end_to_end_tiny_model_loss(trajs, tok, mode):
+@pytest.fixture(scope="module")
+def tiny_model(tok):
   import jax
-  import jax.numpy as jnp
 
   from foresight_jax.models.params import init_params
   from foresight_jax.models.presets import model_config
   from foresight_jax.train.losses import causal_lm_loss
 
+  cfg = model_config("tiny", vocab_size=tok.vocab_size)
+  params = init_params(cfg, jax.random.PRNGKey(0))
+  loss_fn = jax.jit(lambda p, b: causal_lm_loss(cfg, p, b))
+  return params, lambda batch: loss_fn(params, {k: np.asarray(v) for k, v in batch.items()})
+
+
+@pytest.mark.parametrize("mode", ["mid_training", "sft"])
+def test_end_to_end_tiny_model_loss(trajs, tok, tiny_model, mode):
+  _, loss_fn = tiny_model
   assert all(s.foresight is not None and s.foresight.success is not None
              for t in trajs for s in t.steps)
   assert "<success>" in render_text(trajs[0])
   T = 4096
   batch = next(make_iterator(trajs, tok, PipelineConfig(seq_len=T, batch_size=2, mode=mode,
                                                         seed=5)))
-  cfg = model_config("tiny", vocab_size=tok.vocab_size)
-  params = init_params(cfg, jax.random.PRNGKey(0))
-  loss_fn = jax.jit(lambda p, b: causal_lm_loss(cfg, p, b))
-  loss, aux = loss_fn(params, {k: jnp.asarray(v) for k, v in batch.items()})
+  loss, aux = loss_fn(batch)
   assert np.isfinite(float(loss)) and float(aux["tokens"]) == batch["loss_mask"].sum() > 0
-  # the same examples, unpacked, one at a time (independent tokenization, no packing)
+  # the same examples, unpacked, one per row (independent tokenization, no packing)
   by_tokens = {}
   for tr in trajs:
     ex = tokenize_trajectory(tr, tok, mode)
@@ -306,13 +311,14 @@ def test_end_to_end_tiny_model_loss(trajs, tok, mode):
   assert (batch["segment_ids"].max(axis=1) >= 2).any()  # rows really hold several examples
   for s, _ in packed:
     single = example_targets(by_tokens[key(s)])
-    # the model's own defaults for an unpacked row: positions 0..L-1, one segment
-    l1, _ = loss_fn(params, {k: jnp.asarray(single[k]) for k in ("inputs", "targets",
-                                                                  "loss_mask")})
+    # the model's defaults for an unpacked row (positions 0..L-1, one segment); the row is
+    # right-padded to T with loss_mask 0 so one compiled shape serves every example: causal
+    # attention never lets a real token see the padding after it
+    pad = T - single["inputs"].shape[1]
+    row = {k: np.pad(single[k], ((0, 0), (0, pad))) for k in ("inputs", "targets", "loss_mask")}
+    l1, _ = loss_fn(row)
     n = float(single["loss_mask"].sum())
-    if n:
-      num += float(l1) * n
-      den += n
+    num += float(l1) * n
+    den += n
   assert den == float(aux["tokens"])
   assert abs(num / den - float(loss)) < 1e-5, (num / den, float(loss))
-  print(f"packed loss {float(loss):.7f} vs unpacked {num / den:.7f} over {len(packed)} examples")
