@@ -50,8 +50,12 @@ from foresight_jax.data.pipeline_sources import (JsonlSource, MemorySource, Reco
 from foresight_jax.data.pipeline_tokenize import (MODES, OVERLONG, Counts, check_mode,
                                                   example_targets, tokenize_trajectory)
 
-PACKERS = {"first_fit": grain.experimental.FirstFitPackIterDataset,
-           "best_fit": grain.experimental.BestFitPackIterDataset}
+# grain's packers (first-fit: each example goes to the first of `num_packing_bins` rows with
+# room; best-fit: to the row it fills most tightly). Both emit the whole group of rows when an
+# example fits in none, and checkpoint by replaying the group from the parent's saved state.
+PACKERS = {name: cls for name, cls in (
+    ("first_fit", getattr(grain.experimental, "FirstFitPackIterDataset", None)),
+    ("best_fit", getattr(grain.experimental, "BestFitPackIterDataset", None))) if cls is not None}
 
 
 @dataclass(frozen=True)
