@@ -320,8 +320,8 @@ def load_champ_integer(path: str | Path | None = None, lo: int | None = 0,
       report.skipped["out_of_range"] += 1
       report.notes.append(f"{path}: {key}: answer {value} outside [{lo}, {hi}]")
       continue
-    steps = ((p.get("solution") or {}).get("steps") or []) if isinstance(p.get("solution"),
-                                                                         dict) else []
+    sol = p.get("solution")
+    steps = (sol.get("steps") or []) if isinstance(sol, dict) else []
     meta = {"dataset": "champ", "category": p.get("category"), "answer_text": ans_text,
             "solution_steps": [s.get("_text", "") for s in steps if isinstance(s, dict)],
             "hint_ids": list(p.get("ch_list") or [])}
@@ -345,7 +345,7 @@ class EvalSource:
 
 
 EVAL_SETS: dict[str, EvalSource] = {s.name: s for s in [
-    EvalSource("nq", "search", "flashrag", "Natural Questions (FlashRAG: question, golden_answers)"),
+    EvalSource("nq", "search", "flashrag", "Natural Questions (FlashRAG)"),
     EvalSource("triviaqa", "search", "flashrag", "TriviaQA (FlashRAG)"),
     EvalSource("popqa", "search", "flashrag", "PopQA (FlashRAG)"),
     EvalSource("hotpotqa", "search", "flashrag", "HotpotQA (FlashRAG)"),
