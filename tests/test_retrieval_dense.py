@@ -2,7 +2,9 @@
 CPU mesh equals the single-device one; the search composes inside a larger jit; MiniLM over the
 synthetic world finds the expert queries' pages."""
 import importlib.util
+import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +58,11 @@ def test_sharded_top_k_equals_single_device(mesh_shape, k):
   np.testing.assert_allclose(np.asarray(v8), np.asarray(v1), rtol=1e-6, atol=1e-6)
   assert np.asarray(i8)[0, :2].tolist() == [7, 50]
   assert np.asarray(i8).max() < 101  # padding rows are never returned
+  # each device ranks its own rows: only the [Q, shards * k] candidates are ever gathered
+  with jax.set_mesh(mesh):
+    hlo = dense._search_jit.lower(q, sharded.emb, k, sharded.n, sharded.shards).compile().as_text()
+  gathered = [math.prod(map(int, m.split(","))) for m in re.findall(r"\[([\d,]+)\]\{[^}]*\} all-gather\(", hlo)]
+  assert gathered and max(gathered) <= q.shape[0] * 8 * min(k, 13), gathered
 
 
 def test_search_inside_a_larger_jit_step():

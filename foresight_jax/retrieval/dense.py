@@ -5,8 +5,8 @@ a rollout can encode its `<search>` query and fetch doc ids in-graph. The corpus
 logical name `"corpus"`; `RULES` maps it over every mesh axis, so each device holds N / devices
 rows. Top-k is two-stage so the sharded axis is never gathered whole:
 
-  scores [Q, S, N/S] = q @ E_s.T per shard s  ->  local top-k per shard (no communication)
-  -> [Q, S * k] candidates (tiny all-gather)    ->  global top-k
+  per shard s (shard_map): q @ E_s.T -> local top-k  (no communication)
+  -> [Q, S * k] candidates (tiny all-gather)         ->  global top-k
 
 which is exactly the single-stage `lax.top_k` over all N (ties go to the lower corpus row in
 both). The host wrapper `DenseRetriever` embeds the corpus with an `Encoder` and answers
@@ -21,7 +21,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from foresight_jax import sharding
 from foresight_jax.retrieval import encoder as enc_lib
@@ -70,31 +70,50 @@ def corpus_sharding(mesh, shape) -> NamedSharding:
   return sharding.logical_sharding(mesh, (CORPUS_AXIS, None), shape, rules=RULES)
 
 
+def _local_top_k(q, e, k, n_valid, row0, precision):
+  """Top-k of one corpus block whose first row has global index `row0`; padding rows never win."""
+  s = jnp.einsum("qd,nd->qn", q.astype(e.dtype), e, precision=precision,
+                 preferred_element_type=jnp.float32)
+  rows = row0 + jnp.arange(e.shape[0])
+  s = jnp.where(rows[None] < n_valid, s, -jnp.inf)
+  v, i = jax.lax.top_k(s, min(k, e.shape[0]))
+  return v, (i + row0).astype(jnp.int32)
+
+
 def search(q: jax.Array, emb: jax.Array, k: int, n_valid: int | None = None, shards: int = 1,
            precision=None) -> tuple[jax.Array, jax.Array]:
   """Pure: queries [Q, D] against corpus rows [N, D] -> (scores [Q, k'], ids [Q, k'] int32), best
   first, k' = min(k, n_valid). Rows >= n_valid are padding and never returned. `k`, `n_valid`,
-  `shards` are static (jit them with static_argnames)."""
+  `shards` are static (jit them with static_argnames).
+
+  Under `jax.set_mesh(mesh)` with `shards == corpus_shards(mesh)` the first stage is a
+  `shard_map`: each device scores and ranks only its own rows (GSPMD alone gathers the whole
+  [Q, N] score matrix before a TopK). Without a mesh the same two stages run on one device."""
   N, D = emb.shape
   n_valid = N if n_valid is None else n_valid
   if N % shards or not 0 < n_valid <= N:
     raise ValueError(f"corpus of {N} rows ({n_valid} valid) does not split into {shards} shards")
   k = min(check_k(k), n_valid)
   per = N // shards
-  e = sharding.constrain(emb.reshape(shards, per, D), (CORPUS_AXIS, None, None), rules=RULES)
-  s = jnp.einsum("qd,snd->qsn", q.astype(e.dtype), e, precision=precision,
-                 preferred_element_type=jnp.float32)
-  s = sharding.constrain(s, (None, CORPUS_AXIS, None), rules=RULES)
-  if n_valid < N:
-    row = jnp.arange(shards)[:, None] * per + jnp.arange(per)[None, :]
-    s = jnp.where(row[None] < n_valid, s, -jnp.inf)
-  kk = min(k, per)
-  v, i = jax.lax.top_k(s, kk)                      # per shard: stays local
-  i = i + (jnp.arange(shards, dtype=i.dtype) * per)[None, :, None]
-  v, i = v.reshape(q.shape[0], shards * kk), i.reshape(q.shape[0], shards * kk)
+  mesh = jax.sharding.get_abstract_mesh()
   if shards == 1:
-    return v, i
-  v2, j = jax.lax.top_k(v, k)                      # candidates are in row order: ties stay stable
+    return _local_top_k(q, emb, k, n_valid, 0, precision)
+  if not mesh.empty and corpus_shards(mesh) == shards:
+    axes = sharding.logical_to_spec((CORPUS_AXIS,), RULES)[0]
+
+    def local(qq, ee):
+      v, i = _local_top_k(qq, ee, k, n_valid, jax.lax.axis_index(axes) * per, precision)
+      return v[:, None], i[:, None]
+
+    v, i = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axes, None)),
+                         out_specs=(P(None, axes, None), P(None, axes, None)))(q, emb)
+  else:  # same blocks, one device: keeps results identical whatever the placement
+    blocks = [_local_top_k(q, emb[b * per:(b + 1) * per], k, n_valid, b * per, precision)
+              for b in range(shards)]
+    v, i = jnp.stack([b[0] for b in blocks], 1), jnp.stack([b[1] for b in blocks], 1)
+  kk = v.shape[-1]
+  v, i = v.reshape(q.shape[0], shards * kk), i.reshape(q.shape[0], shards * kk)
+  v2, j = jax.lax.top_k(v, k)  # candidates are in row order, so ties still go to the lower row
   return v2, jnp.take_along_axis(i, j, axis=1)
 
 
