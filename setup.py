@@ -17,6 +17,7 @@ CORE = [
     "gguf>=0.10.0",  # GGUF import is part of the public load_pretrained API
     "absl-py>=2.0",
     "tqdm>=4.66",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
 ]
 
 TEST = [

@@ -1,1 +1,1 @@
-"""Training: losses, (later) train state, optimizer, checkpointing and the stage loops."""
+"""Training: losses, train state, optimizer, the jitted step, orbax checkpoints and the loop."""

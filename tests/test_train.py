@@ -1,0 +1,278 @@
+"""Trainer core, in-process: schedule, decay mask, state creation, grad accumulation, the non-finite
+guard, sharded vs single-device steps, eval step, checkpoint shape checks, the loop's error paths."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from foresight_jax import sharding
+from foresight_jax.models import params as params_lib, presets
+from foresight_jax.train import checkpoint, loop, losses, optim, state as state_lib, step as step_lib
+from foresight_jax.train.synthetic import SyntheticTokens
+
+CFG = presets.model_config("tiny")
+
+
+def _tx(**kw):
+  return optim.make_optimizer(optim.OptimConfig(**{"warmup_steps": 2, "total_steps": 10, **kw}))
+
+
+def _batch(b=8, t=32, seed=0, ragged_mask=True):
+  batch = next(SyntheticTokens(CFG.vocab_size, b, t, seed=seed))
+  batch.pop("source_ids")
+  if ragged_mask:  # unequal loss-token counts per row, so micro-batch weighting matters
+    rng = np.random.default_rng(seed)
+    batch["loss_mask"] = batch["loss_mask"] * (rng.random(batch["loss_mask"].shape) < rng.random((b, 1)))
+  return batch
+
+
+def _one_device_mesh():
+  return sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+
+
+def scaled_loss(cfg, params, batch):
+  """causal_lm_loss times mean(batch['scale']): a NaN scale poisons loss and gradients."""
+  loss, aux = losses.causal_lm_loss(cfg, params, batch)
+  loss = loss * batch["scale"].mean()
+  return loss, {**aux, "loss": loss}
+
+
+# ----------------------------------------------------------------------------------------- optim
+def test_schedule_warmup_then_cosine():
+  s = optim.make_schedule(optim.OptimConfig(learning_rate=1e-3, warmup_steps=10, total_steps=110,
+                                            end_lr_ratio=0.1))
+  assert float(s(0)) == 0.0
+  assert float(s(5)) == pytest.approx(5e-4)
+  assert float(s(10)) == pytest.approx(1e-3)
+  assert float(s(60)) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))  # cosine midpoint
+  assert float(s(110)) == pytest.approx(1e-4)
+  assert float(s(500)) == pytest.approx(1e-4)  # stays at the floor
+  with pytest.raises(ValueError, match="unknown optimizer config keys"):
+    optim.OptimConfig.from_dict({"lr": 1.0})
+
+
+def test_decay_mask_excludes_norms_and_biases():
+  cfg = presets.model_config("tiny", attention_bias=True, qk_norm=True)
+  mask = params_lib.flatten(optim.decay_mask(jax.eval_shape(lambda: params_lib.init_params(cfg, jax.random.key(0)))))
+  off = sorted("/".join(k) for k, v in mask.items() if not v)
+  assert off == ["final_norm", "layers/attn/k_bias", "layers/attn/k_norm", "layers/attn/q_bias",
+                 "layers/attn/q_norm", "layers/attn/v_bias", "layers/attn_norm", "layers/mlp_norm"]
+  assert mask[("layers", "mlp", "up")] and mask[("embed",)] and mask[("lm_head",)]
+
+
+def test_clipping_and_weight_decay_are_applied():
+  tx, _ = optim.make_optimizer(optim.OptimConfig(learning_rate=1.0, warmup_steps=0, total_steps=10,
+                                                 clip_norm=1.0, weight_decay=0.5, b1=0.0, b2=0.0, eps=1e-30,
+                                                 end_lr_ratio=1.0))
+  p = {"w": jnp.full((2,), 2.0), "norm": jnp.full((2,), 2.0)}
+  g = {"w": jnp.zeros(2), "norm": jnp.full((2,), 100.0)}
+  u, _ = tx.update(g, tx.init(p), p)
+  # "w": zero grad, so only decay: -lr * wd * p = -1; "norm": clipped sign-like Adam step, no decay
+  np.testing.assert_allclose(u["w"], [-1.0, -1.0], rtol=1e-6)
+  np.testing.assert_allclose(u["norm"], [-1.0, -1.0], rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- state
+def test_state_shardings_follow_logical_rules():
+  mesh = sharding.make_mesh(2, 2, 2)
+  tx, _ = _tx()
+  abstract, sh = state_lib.abstract_train_state(CFG, tx, mesh)
+  st = state_lib.init_train_state(CFG, tx, mesh, seed=0)
+  want = params_lib.param_shardings(CFG, mesh)
+  up = st.params["layers"]["mlp"]["up"]
+  assert up.sharding.spec == want["layers"]["mlp"]["up"].spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+  adam = st.opt_state[1][0]
+  assert adam.mu["layers"]["mlp"]["up"].sharding.spec == up.sharding.spec
+  assert adam.count.sharding.spec == jax.sharding.PartitionSpec()
+  assert jax.tree.structure(abstract) == jax.tree.structure(st)
+  assert int(st.step) == 0 and int(st.skipped) == 0 and st.rng.dtype == jnp.uint32
+  # given params are kept (resharded), only the optimizer state is new
+  p0 = params_lib.init_params(CFG, jax.random.key(7))
+  st2 = state_lib.init_train_state(CFG, tx, mesh, params=p0)
+  np.testing.assert_array_equal(st2.params["embed"], p0["embed"])
+  assert st2.params["embed"].sharding.spec == want["embed"].spec
+
+
+# ------------------------------------------------------------------------------------------- step
+def test_grad_accumulation_equals_one_big_batch():
+  params = params_lib.init_params(CFG, jax.random.key(0))
+  batch = jax.tree.map(jnp.asarray, _batch(b=8))
+  rng = jax.random.key(1)
+  f = jax.jit(lambda p, b, k: step_lib.loss_and_grads(CFG, losses.causal_lm_loss, p, b, rng, k), static_argnums=2)
+  loss1, aux1, g1 = f(params, batch, 1)
+  loss4, aux4, g4 = f(params, batch, 4)
+  assert float(aux4["tokens"]) == float(aux1["tokens"]) == float(batch["loss_mask"].sum())
+  np.testing.assert_allclose(loss4, loss1, atol=1e-6, rtol=0)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4)):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+  # and through a whole jitted step on the (2,2,2) mesh: same update either way
+  mesh = sharding.make_mesh(2, 2, 2)
+  tx, sched = _tx()
+  _, sh = state_lib.abstract_train_state(CFG, tx, mesh)
+  out = {}
+  for k in (1, 2):
+    st = state_lib.init_train_state(CFG, tx, mesh, seed=0)
+    fn = step_lib.make_train_step(CFG, tx, sched, mesh, sh, grad_accum_steps=k)
+    for _ in range(2):
+      st, m = fn(st, step_lib.shard_batch(_batch(b=8), mesh))
+    out[k] = (float(m["loss"]), jax.device_get(st.params))
+  assert abs(out[1][0] - out[2][0]) <= 1e-6
+  for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[2][1])):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_nonfinite_step_is_skipped_in_graph():
+  mesh = _one_device_mesh()
+  tx, sched = _tx()
+  _, sh = state_lib.abstract_train_state(CFG, tx, mesh)
+  fn = step_lib.make_train_step(CFG, tx, sched, mesh, sh, loss_fn=scaled_loss, donate=False)
+  st = state_lib.init_train_state(CFG, tx, mesh, seed=0)
+  good = {**_batch(b=4), "scale": np.ones(4, np.float32)}
+  bad = {**good, "scale": np.array([1, np.nan, 1, 1], np.float32)}
+  st, m = fn(st, step_lib.shard_batch(good, mesh))
+  assert int(m["nonfinite"]) == 0 and int(st.step) == 1
+  before = jax.device_get(st)
+  st2, m2 = fn(st, step_lib.shard_batch(bad, mesh))
+  assert int(m2["nonfinite"]) == 1 and int(m2["skipped"]) == 1 and not np.isfinite(float(m2["loss"]))
+  after = jax.device_get(st2)
+  assert int(after.skipped) == 1 and int(after.step) == 2
+  for a, b in zip(jax.tree.leaves((before.params, before.opt_state)), jax.tree.leaves((after.params, after.opt_state))):
+    np.testing.assert_array_equal(a, b)  # untouched, bit for bit
+  # the next good step uses the LR of the update it actually is (the 2nd), not of the batch count
+  st3, m3 = fn(st2, step_lib.shard_batch(good, mesh))
+  assert int(m3["nonfinite"]) == 0 and float(m3["learning_rate"]) == pytest.approx(float(sched(1)))
+  assert int(st3.opt_state[1][0].count) == 2
+
+
+def test_sharded_step_matches_single_device():
+  tx, sched = _tx()
+  losses_by_mesh = {}
+  for shape in ((1, 1, 1), (2, 2, 2)):
+    mesh = sharding.make_mesh(*shape, devices=jax.devices()[:int(np.prod(shape))])
+    _, sh = state_lib.abstract_train_state(CFG, tx, mesh)
+    st = state_lib.init_train_state(CFG, tx, mesh, seed=3)
+    fn = step_lib.make_train_step(CFG, tx, sched, mesh, sh)
+    ls = []
+    for i in range(3):
+      st, m = fn(st, step_lib.shard_batch(_batch(b=8, seed=i), mesh))
+      ls.append((float(m["loss"]), float(m["grad_norm"])))
+    losses_by_mesh[shape] = (np.array(ls), jax.device_get(st.params))
+  (l1, p1), (l8, p8) = losses_by_mesh[(1, 1, 1)], losses_by_mesh[(2, 2, 2)]
+  np.testing.assert_allclose(l8[:, 0], l1[:, 0], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(l8[:, 1], l1[:, 1], rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_eval_step_and_bf16_compute():
+  mesh = sharding.make_mesh(2, 2, 2)
+  tx, sched = _tx()
+  batch = _batch(b=8)
+  params = params_lib.init_params(CFG, jax.random.key(0))
+  want, _ = losses.causal_lm_loss(CFG, params, jax.tree.map(jnp.asarray, batch))
+  ev = step_lib.make_eval_step(CFG, mesh, params_lib.param_shardings(CFG, mesh))
+  got = ev(jax.device_put(params, params_lib.param_shardings(CFG, mesh)), step_lib.shard_batch(batch, mesh))
+  np.testing.assert_allclose(got["loss"], want, atol=1e-5)
+  assert float(got["tokens"]) == batch["loss_mask"].sum()
+  cfg16 = CFG.replace(compute_dtype="bfloat16", remat_policy="dots_no_batch")
+  _, sh = state_lib.abstract_train_state(cfg16, tx, mesh)
+  st = state_lib.init_train_state(cfg16, tx, mesh, seed=0)
+  st, m = step_lib.make_train_step(cfg16, tx, sched, mesh, sh)(st, step_lib.shard_batch(batch, mesh))
+  assert st.params["embed"].dtype == jnp.float32  # fp32 master weights
+  assert abs(float(m["loss"]) - float(want)) < 0.05  # bf16 activations, same model
+
+
+def test_batch_divisibility_error():
+  mesh = sharding.make_mesh(4, 2, 1)
+  with pytest.raises(ValueError, match="not divisible by data x fsdp x grad_accum_steps = 16"):
+    step_lib.check_batch(_batch(b=8), mesh, grad_accum_steps=2)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def test_checkpoint_from_other_model_shape_names_the_tensor(tmp_path):
+  mesh = _one_device_mesh()
+  tx, _ = _tx()
+  st = state_lib.init_train_state(CFG, tx, mesh, seed=0)
+  ck = checkpoint.Checkpointer(tmp_path, async_save=False)
+  ck.save(4, st, {"index": 4}, {"model": CFG.to_dict()})
+  ck.close()
+  other = CFG.replace(intermediate_size=96)
+  abstract, _ = state_lib.abstract_train_state(other, tx, mesh)
+  ck = checkpoint.Checkpointer(tmp_path)
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"'params/layers/mlp/down' is \(2, 128, 64\) float32, the model expects \(2, 96, 64\)"
+                           r".*intermediate_size: checkpoint 128 vs now 96"):
+    ck.restore_latest(abstract, other.to_dict())
+  # the loop refuses too, before initialising or compiling anything
+  tcfg = loop.TrainConfig(steps=8, mesh=(1, 1, 1), progress=False, export_hf=False, tensorboard=False)
+  os.rename(tmp_path, tmp_path.parent / "w")
+  os.makedirs(tmp_path)
+  os.rename(tmp_path.parent / "w", tmp_path / "checkpoints")
+  with pytest.raises(checkpoint.CheckpointMismatchError, match="params/layers/mlp/down"):
+    loop.train(other, tcfg, SyntheticTokens(512, 4, 32), str(tmp_path))
+  ck.close()
+  # the right shape restores exactly, with the iterator state
+  abstract, _ = state_lib.abstract_train_state(CFG, tx, mesh)
+  ck = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  st2, data, meta = ck.restore_latest(abstract, CFG.to_dict())
+  ck.close()
+  assert data == {"index": 4} and meta["step"] == 4
+  for a, b in zip(jax.tree.leaves(st), jax.tree.leaves(st2)):
+    np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------- loop
+class PoisonedTokens(SyntheticTokens):
+  """SyntheticTokens with a `scale` field that is NaN on the given (0-based) batch indices."""
+
+  def __init__(self, *a, nan_at=(), **kw):
+    super().__init__(*a, **kw)
+    self.nan_at = set(nan_at)
+
+  def __next__(self):
+    i = self.index
+    b = super().__next__()
+    b["scale"] = np.full(self.batch_size, np.nan if i in self.nan_at else 1.0, np.float32)
+    return b
+
+
+def test_loop_skips_isolated_nonfinite_and_stops_on_a_streak(tmp_path):
+  tcfg = loop.TrainConfig(steps=10, mesh=(2, 1, 1), checkpoint_every=4, max_nonfinite_in_row=3,
+                          optim=optim.OptimConfig(warmup_steps=1, total_steps=10), progress=False,
+                          export_hf=False, tensorboard=False, peak_flops_per_device=1e12)
+  # batch 2 (step 3) is bad alone: skipped, training goes on; batches 5, 6, 7 (steps 6-8) stop it
+  data = PoisonedTokens(CFG.vocab_size, 4, 32, seed=1, nan_at={2, 5, 6, 7})
+  with pytest.raises(loop.NonFiniteError) as e:
+    loop.train(CFG, tcfg, data, str(tmp_path), loss_fn=scaled_loss)
+  msg = str(e.value)
+  assert "3 non-finite steps in a row, the last at step 8" in msg and "since step 5" in msg
+  assert "synthetic:1:7:0" in msg and "synthetic:1:5:3" in msg  # the streak's batches, by source id
+  recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["nonfinite"] for r in recs[:8]] == [0, 0, 1, 0, 0, 1, 1, 1]
+  assert [r["skipped"] for r in recs[:8]] == [0, 0, 1, 1, 1, 2, 3, 4]
+
+
+def test_loop_in_process_resume_and_eval(tmp_path):
+  kw = dict(mesh=(2, 2, 2), checkpoint_every=2, optim=optim.OptimConfig(warmup_steps=1, total_steps=6),
+            progress=False, export_hf=False, eval_every=3, eval_batches=2, peak_flops_per_device=1e12)
+  evals = lambda: SyntheticTokens(CFG.vocab_size, 8, 32, seed=99)  # noqa: E731
+  full = loop.train(CFG, loop.TrainConfig(steps=6, **kw), SyntheticTokens(CFG.vocab_size, 8, 32), str(tmp_path / "a"),
+                    eval_iter_fn=evals)
+  part = loop.train(CFG, loop.TrainConfig(steps=4, **kw), SyntheticTokens(CFG.vocab_size, 8, 32), str(tmp_path / "b"),
+                    eval_iter_fn=evals)
+  assert part.status == "completed" and part.step == 4
+  rest = loop.train(CFG, loop.TrainConfig(steps=6, **kw), SyntheticTokens(CFG.vocab_size, 8, 32), str(tmp_path / "b"),
+                    eval_iter_fn=evals)
+  assert rest.step == 6
+  a = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+  b = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+  assert [r["step"] for r in b] == list(range(1, 7))
+  assert [r["loss"] for r in a] == [r["loss"] for r in b]
+  assert "eval_loss" in a[2] and "eval_loss" in a[5] and "eval_loss" not in a[3]
+  for x, y in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(rest.state.params)):
+    np.testing.assert_array_equal(x, y)
