@@ -135,3 +135,22 @@ def test_load_errors_name_the_problem(tmp_path):
   json.dump({**cfg, "model_type": "roberta"}, open(cfg_f, "w"))
   with pytest.raises(ValueError, match="roberta"):
     enc_lib.load_encoder(path)
+
+
+def test_encode_and_search_in_one_jit(tmp_path):
+  """Query encoding and corpus top-k fused in one jitted function (the in-graph rollout path)."""
+  import jax
+  from foresight_jax.retrieval import dense
+  path, _, _ = _tiny_e5(tmp_path)
+  enc = enc_lib.load_encoder(path)
+  passages = ["Paris is the capital of France.", "Berlin is in Germany.", "the river flows",
+              "capital city", "what is the capital"]
+  emb = enc_lib.encode(enc, passages, "passage")
+  queries = ["capital of France?", "river in Germany"]
+  ids, mask = enc_lib.tokenize(enc, queries, "query")
+  step = jax.jit(dense.encode_and_search, static_argnames=("cfg", "k", "n_valid", "shards"))
+  v, i = step(enc.params, enc.cfg, ids, mask, emb, k=3)
+  q = enc_lib.encode(enc, queries, "query")
+  ref = np.argsort(-(q @ emb.T), axis=1, kind="stable")[:, :3]
+  np.testing.assert_array_equal(np.asarray(i), ref)
+  np.testing.assert_allclose(np.asarray(v), np.take_along_axis(q @ emb.T, ref, 1), atol=1e-5)
