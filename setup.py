@@ -26,6 +26,7 @@ TEST = [
     "transformers>=5.0",
     "psutil>=5.9",
     "accelerate>=1.0",  # transformers needs it for from_pretrained(gguf_file=...)
+    "sentence-transformers>=3.0",  # reference embeddings for the dense-retriever parity test
 ]
 
 setup(

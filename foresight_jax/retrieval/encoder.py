@@ -2,8 +2,8 @@
 
 `embed(params, cfg, ids, mask)` is a pure function over a params pytree (jit- and shard-friendly,
 usable inside a larger jitted step); `encode(encoder, texts)` is the host wrapper: tokenize with
-`tokenizers`, sort by length, pad rows to power-of-two batch buckets and columns to
-`LENGTH_BUCKETS` (few compiles, little padding), run the jitted function, restore the order.
+`tokenizers`, sort by length, cut batches by a padded-token budget, pad rows to powers of two and
+columns to `LENGTH_BUCKETS` (few compiles, little padding), run the jitted function, restore order.
 
 What a checkpoint directory decides (mirroring sentence-transformers and Search-R1's encoder):
 - weights: `*.safetensors` of a `BertModel` (an optional `bert.` prefix is stripped; pooler and
