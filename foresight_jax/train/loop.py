@@ -253,8 +253,15 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
     print(f"SIGTERM: saved checkpoint at step {step} in {ckpt.directory}; exiting cleanly", flush=True)
   elif status == "data_exhausted":
     print(f"data exhausted at step {step}; checkpoint saved", flush=True)
-  if status == "completed" and tcfg.export_hf and jax.process_index() == 0:
+  if status == "completed" and tcfg.export_hf:
     from foresight_jax.models.checkpoint import save_pretrained
-    export_dir = os.path.join(workdir, "hf")
-    save_pretrained(model_cfg, state.params, export_dir)
+    params = state.params
+    if jax.process_count() > 1:
+      # params sharded over other hosts' devices (fsdp/tensor across hosts) cannot be fetched by
+      # process 0 alone: every process joins the gather (a collective), then only process 0 writes
+      from jax.experimental import multihost_utils
+      params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() == 0:
+      export_dir = os.path.join(workdir, "hf")
+      save_pretrained(model_cfg, params, export_dir)
   return TrainResult(status=status, step=step, state=state, export_dir=export_dir)

@@ -55,11 +55,13 @@ def check_batch(batch: dict[str, Any], mesh, grad_accum_steps: int = 1) -> None:
   rows = {k: v.shape[0] for k, v in batch.items()}
   if len(set(rows.values())) != 1:
     raise ValueError(f"batch fields disagree on the batch size: {rows}")
-  b = next(iter(rows.values()))
+  # multi-host: each process passes its own rows, and the global batch is what gets split
+  b = next(iter(rows.values())) * jax.process_count()
   split = math.prod(mesh.shape[a] for a in BATCH_AXES) * grad_accum_steps
   if b % split:
     raise ValueError(f"batch size {b} is not divisible by data x fsdp x grad_accum_steps = {split} "
-                     f"(mesh {dict(mesh.shape)}, grad_accum_steps={grad_accum_steps})")
+                     f"(mesh {dict(mesh.shape)}, grad_accum_steps={grad_accum_steps}, "
+                     f"processes={jax.process_count()})")
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:

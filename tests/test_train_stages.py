@@ -1,0 +1,224 @@
+"""Stage configs and their validation: everything here fails (or plans) before any compute.
+
+In-process, on the suite's 8 forced CPU devices. `_no_compute` replaces the data builder and the
+trainer with functions that fail the test, so an error raised with it in place was raised
+before any data generation, tokenizer training, weight loading or step.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from foresight_jax import cli, configs
+from foresight_jax.train import cli_train, loop, stages, stages_config, stages_data
+from foresight_jax.train.stages_config import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WM = os.path.join(ROOT, "configs", "wm_amt.py")
+SFT = os.path.join(ROOT, "configs", "fe_sft.py")
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+  def boom(*a, **k):
+    raise AssertionError("reached compute")
+  monkeypatch.setattr(stages_data, "load_trajectories", boom)
+  monkeypatch.setattr(loop, "train", boom)
+
+
+def _cfg(spec=WM + ":tiny", *overrides, workdir=None):
+  cfg = configs.load(spec, overrides)
+  cfg.workdir = str(workdir or "/nonexistent/never-written")
+  return cfg
+
+
+def _main(capsys, *argv) -> tuple[int, str, str]:
+  rc = cli_train.main(list(argv))
+  out, err = capsys.readouterr()
+  return rc, out, err
+
+
+@pytest.mark.parametrize("spec", ["wm_amt", "fe_sft"])
+@pytest.mark.parametrize("size", ["tiny", "smollm2_135m", "youtu_llm_2b"])
+def test_configs_load(spec, size):
+  cfg = configs.load(os.path.join(ROOT, "configs", f"{spec}.py:{size}"))
+  stages_config.check_keys(cfg)
+  assert cfg.stage == spec and cfg.model.preset == size
+  assert cfg.data.mode == ("mid_training" if spec == "wm_amt" else "sft")
+  assert cfg.data.chat_format == (spec == "fe_sft")
+  if spec == "fe_sft":
+    assert cfg.model.init_from == f"runs/wm_amt_{size}/hf"  # starts from the WM-AMT export
+  elif size == "tiny":
+    assert cfg.model.init_from == "" and cfg.data.tokenizer == "train_sentencepiece"
+  elif size == "smollm2_135m":
+    assert cfg.model.init_from == "@smollm2_135m_gguf"
+  with pytest.raises(ValueError, match="unknown size"):
+    configs.load(os.path.join(ROOT, "configs", f"{spec}.py:huge"))
+
+
+def test_cli_overrides():
+  cfg, dry, _ = cli_train.parse(["--config", WM + ":tiny", "--config.data.variant=state",
+                                 "--config.optim.learning_rate=1e-4", "--config.mesh.fsdp=2",
+                                 "--config.model.config.num_layers=3", "--dry_run"])
+  assert (cfg.data.variant, cfg.optim.learning_rate, cfg.mesh.fsdp, cfg.model.config.num_layers) == \
+      ("state", 1e-4, 2, 3)
+  assert dry
+  tcfg = stages.train_config(cfg)
+  assert tcfg.mesh == (-1, 2, 1) and tcfg.optim.learning_rate == 1e-4 and tcfg.optim.total_steps == cfg.train.steps
+
+
+def test_help(capsys):
+  rc, out, _ = _main(capsys, "--help")
+  assert rc == 0 and "--config configs/wm_amt.py" in out and "--config.KEY" in out and "--dry_run" in out
+  assert cli.main(["train", "--help"]) == 0
+  assert "FE-SFT" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    cli.main(["--help"])
+  assert "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag,key", [("--config.data.foo=1", "data.foo"), ("--config.bogus.x=1", "bogus.x"),
+                                      ("--config.train.stepz=3", "train.stepz")])
+def test_unknown_override_names_key(capsys, no_compute, flag, key):
+  rc, _, err = _main(capsys, "--config", WM + ":tiny", flag)
+  assert rc == 2 and f"'{key}' does not exist" in err
+
+
+def test_bad_override_value_and_missing_file(capsys, no_compute):
+  rc, _, err = _main(capsys, "--config", WM + ":tiny", "--config.data.seq_len=long")
+  assert rc == 2 and "config.data.seq_len" in err
+  rc, _, err = _main(capsys, "--config", "configs/nope.py:tiny")
+  assert rc == 2 and "configs/nope.py" in err
+  rc, _, err = _main(capsys, "--config", WM + ":huge")
+  assert rc == 2 and "unknown size 'huge'" in err
+
+
+def test_unknown_key_in_config_file(tmp_path, no_compute):
+  f = tmp_path / "custom.py"
+  f.write_text(f"import importlib.util\nspec = importlib.util.spec_from_file_location('w', {WM!r})\n"
+               "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w)\n"
+               "def get_config(arg='tiny'):\n  c = w.get_config(arg)\n  c.data.sequence_len = 64\n  return c\n")
+  with pytest.raises(ConfigError, match=r"'data\.sequence_len' does not exist.*seq_len"):
+    stages.run(_cfg(str(f)))
+
+
+@pytest.mark.parametrize("override,match", [
+    ("data.variant='partial'", r"data\.variant: 'partial'"),
+    ("data.mode='pretrain'", r"data\.mode"),
+    ("train.remat='some'", r"train\.remat"),
+    ("train.eval_every=5", r"train\.eval_every: needs held-out data"),
+    ("data.synthetic=0", r"data\.paths: is empty and data\.synthetic is 0"),
+    ("data.tokenizer=''", r"model\.init_from: is empty"),
+])
+def test_bad_values_name_key(no_compute, override, match):
+  with pytest.raises(ConfigError, match=match):
+    stages.run(_cfg(WM + ":tiny", override))
+
+
+def test_data_paths_errors_name_path(tmp_path, no_compute):
+  missing = tmp_path / "missing.jsonl"
+  with pytest.raises(ConfigError, match=rf"data\.paths: '{missing}' does not exist"):
+    stages.run(_cfg(WM + ":tiny", f"data.paths='{missing}'"))
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  with pytest.raises(ConfigError, match=rf"data\.paths: '{empty}' is empty"):
+    stages.run(_cfg(WM + ":tiny", f"data.paths='{empty}'"))
+  with pytest.raises(ConfigError, match=r"data\.paths: pattern .*nothing-\*\.jsonl' matches no file"):
+    stages.run(_cfg(WM + ":tiny", f"data.paths='{tmp_path}/nothing-*.jsonl'"))
+
+
+def test_data_file_without_valid_records(tmp_path, monkeypatch):
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"task": 1}\nnot json\n')
+  monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("reached the trainer"))
+  with pytest.raises(ConfigError, match=rf"data\.paths: '{bad}' holds no valid trajectory \(2 lines read"):
+    stages.run(_cfg(WM + ":tiny", f"data.paths='{bad}'", "data.synthetic=0", workdir=tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_init_from_missing_names_key(tmp_path, no_compute, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # fe_sft's default init_from is relative: runs/wm_amt_tiny/hf
+  with pytest.raises(ConfigError, match=r"model\.init_from: 'runs/wm_amt_tiny/hf' does not exist \(run the WM-AMT"):
+    stages.run(_cfg(SFT + ":tiny"))
+  (tmp_path / "d").mkdir()
+  with pytest.raises(ConfigError, match=r"model\.init_from: .*without config\.json"):
+    stages.run(_cfg(SFT + ":tiny", f"model.init_from='{tmp_path / 'd'}'"))
+
+
+def test_mesh_and_batch_errors(no_compute):
+  assert jax.device_count() == 8
+  with pytest.raises(ConfigError, match=r"mesh\.data x mesh\.fsdp x mesh\.tensor = \[3, 1, 1\] does not divide the 8"):
+    stages.run(_cfg(WM + ":tiny", "mesh.data=3"))
+  with pytest.raises(ConfigError, match=r"sizes must be >= 1, at most one of them -1"):
+    stages.run(_cfg(WM + ":tiny", "mesh.fsdp=-1"))
+  with pytest.raises(ConfigError, match=r"data\.batch_size=12 is not divisible by .* = 2 x 4 x 1 = 8"):
+    stages.run(_cfg(WM + ":tiny", "data.batch_size=12", "mesh.data=2", "mesh.fsdp=4"))
+  with pytest.raises(ConfigError, match=r"data\.batch_size=8 is not divisible by .*train\.grad_accum = 8 x 1 x 2"):
+    stages.run(_cfg(WM + ":tiny", "train.grad_accum=2"))
+
+
+def test_memory_check_names_batch(no_compute):
+  with pytest.raises(ConfigError, match=r"data\.batch_size=8 .* does not fit: estimated .* GiB per device "
+                                        r"\(params .*\) exceeds 90% of .*train\.memory_limit_gb"):
+    stages.run(_cfg(WM + ":tiny", "train.memory_limit_gb=0.001"))
+  # a batch that cannot fit in this host's memory fails on the default limit (host RAM on CPU)
+  with pytest.raises(ConfigError, match=r"host memory / 8 local devices"):
+    stages.run(_cfg(WM + ":tiny", "data.batch_size=4096", "data.seq_len=8192"))
+  cfg = _cfg(WM + ":tiny")
+  mcfg = stages.model_config(cfg, "", None, 512)
+  base = stages.estimate_memory(mcfg, cfg, (8, 1, 1))
+  cfg.train.remat = "full"
+  assert stages.estimate_memory(mcfg, cfg, (8, 1, 1))["activations"] < base["activations"]
+  cfg.train.remat, cfg.data.batch_size = "", 16
+  assert stages.estimate_memory(mcfg, cfg, (8, 1, 1))["activations"] == pytest.approx(2 * base["activations"])
+
+
+def test_dry_run_plan(capsys, tmp_path, no_compute):
+  rc, out, err = _main(capsys, "--config", WM + ":tiny", f"--config.workdir={tmp_path / 'w'}", "--dry_run",
+                       "--config.mesh.data=2", "--config.mesh.fsdp=-1")
+  assert rc == 0, err
+  plan = json.loads(out.strip().splitlines()[-1])
+  assert plan["dry_run"] and plan["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and plan["params"] > 0
+  assert plan["vocab_size"] == 512 and plan["memory_gib_per_device"] > 0 and plan["resume_step"] is None
+  assert not (tmp_path / "w").exists()
+
+
+def test_chat_masks_train_assistant_turns_only():
+  from foresight_jax.data.foresight import ForesightConfig, build_dataset
+  from foresight_jax.data.generate import GenConfig, generate
+  from foresight_jax.tokenizer import train_sentencepiece
+  trajs = build_dataset(list(generate(GenConfig(seed=3), 6)), ForesightConfig(n_branches=2))
+  cfg = _cfg(SFT + ":tiny")
+  tok = train_sentencepiece(stages_data.rendered_texts(trajs, cfg), None, 512)
+  for t in trajs:
+    ex = stages_data.tokenize_chat(t, tok, "sft")
+    ids, mask = ex["tokens"], ex["loss_mask"].astype(bool)
+    assert tok.decode(ids[1:]) == tok.apply_chat_template(
+        stages_data.chat_messages(t, tok.chat_template, None), add_generation_prompt=False)
+    # trained spans, in order, are exactly the assistant messages, each closed by <|end|>
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
+    spans = [tok.decode(ids[a:b]) for a, b in zip(edges[::2], edges[1::2])]
+    want = [m["content"] + "<|end|>" for m in stages_data.chat_messages(t, "plain", None) if m["role"] == "assistant"]
+    assert spans == want
+    assert all("<foresight>" in s for s in spans)  # a block at every decision point
+    mid = stages_data.tokenize_chat(t, tok, "mid_training")["loss_mask"].astype(bool)
+    assert mid.sum() > mask.sum()  # mid-training also trains the prompt, never observations
+
+
+def test_resize_vocab_mean_rows():
+  from foresight_jax.models import params as params_lib, presets
+  from foresight_jax.sharding import make_mesh
+  old = presets.model_config("tiny", tie_embeddings=False)
+  new = old.replace(vocab_size=576)
+  p = params_lib.init_params(old, jax.random.key(0))
+  out = stages.resize_vocab(p, old, new, make_mesh(-1, 1, 1))
+  assert out["embed"].shape == (576, old.hidden_size) and out["lm_head"].shape == (old.hidden_size, 576)
+  np.testing.assert_array_equal(np.asarray(out["embed"][:512]), np.asarray(p["embed"]))
+  np.testing.assert_allclose(np.asarray(out["embed"][512:]), np.broadcast_to(np.asarray(p["embed"]).mean(0), (64, 64)),
+                             atol=1e-8)
+  np.testing.assert_allclose(np.asarray(out["lm_head"][:, 512:]),
+                             np.broadcast_to(np.asarray(p["lm_head"]).mean(1, keepdims=True), (64, 64)), atol=1e-8)

@@ -1,0 +1,123 @@
+"""Short real runs of both stages through `foresight-jax train` (subprocesses, 2 CPU devices).
+
+WM-AMT tiny from scratch (own sentencepiece, synthetic world) -> metrics.jsonl + HF export with
+its tokenizer; FE-SFT initialised from that export; resume of the WM-AMT run; and a model-shape
+mismatch against the WM-AMT checkpoint, which must fail before any compute.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMON = ["--config.data.branches=2", "--config.train.progress=False", "--config.train.tensorboard=False"]
+WM_ARGS = ["--config", "configs/wm_amt.py:tiny", "--config.data.synthetic=48", "--config.data.seq_len=128",
+           "--config.data.batch_size=4", "--config.train.checkpoint_every=2", *COMMON]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  e = dict(os.environ)
+  e.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return e
+
+
+def _train(env, *args, timeout=120) -> subprocess.CompletedProcess:
+  p = subprocess.run([sys.executable, "-m", "foresight_jax.cli", "train", *args], env=env, cwd=ROOT,
+                     capture_output=True, text=True, timeout=timeout)
+  assert p.returncode == 0, f"rc={p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-4000:]}"
+  return p
+
+
+def _metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as fh:
+    return [json.loads(line) for line in fh]
+
+
+@pytest.fixture(scope="module")
+def wm(env, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("wm_amt")
+  p = _train(env, *WM_ARGS, "--config.train.steps=4", f"--config.workdir={workdir}")
+  return workdir, p
+
+
+def test_wm_amt_tiny_run(wm):
+  workdir, p = wm
+  done = json.loads(p.stdout.strip().splitlines()[-1])
+  assert done["status"] == "completed" and done["step"] == 4 and done["export_dir"] == str(workdir / "hf")
+  recs = _metrics(workdir)
+  assert [r["step"] for r in recs] == [1, 2, 3, 4]
+  assert all(math.isfinite(r["loss"]) and r["tokens"] > 0 for r in recs)
+  assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"} <= set(os.listdir(workdir / "hf"))
+  from foresight_jax.tokenizer import Tokenizer
+  tok = Tokenizer.load(str(workdir / "hf"))
+  assert tok.vocab_size == 512 and all(tok.is_single_token(t) for t in ("<foresight>", "<rollout>", "<success>"))
+  hf_cfg = json.load(open(workdir / "hf" / "config.json"))
+  assert hf_cfg["vocab_size"] == 512 and hf_cfg["num_hidden_layers"] == 2
+  assert json.load(open(workdir / "stage_config.json"))["data"]["variant"] == "full"
+
+
+def test_fe_sft_from_wm_export(env, wm, tmp_path):
+  wm_dir, _ = wm
+  workdir = tmp_path / "fe_sft"
+  # checkpoint every step: step 1 runs at lr 0 (warmup starts at 0), so its params are the init
+  _train(env, "--config", "configs/fe_sft.py:tiny", f"--config.model.init_from={wm_dir / 'hf'}",
+         "--config.data.synthetic=32", "--config.data.seq_len=512", "--config.data.batch_size=4",
+         "--config.train.steps=3", "--config.train.checkpoint_every=1", "--config.train.keep=5",
+         "--config.train.eval_every=3", "--config.data.eval_fraction=0.2", "--config.train.async_checkpoint=False",
+         *COMMON, f"--config.workdir={workdir}")
+  recs = _metrics(workdir)
+  assert [r["step"] for r in recs] == [1, 2, 3] and math.isfinite(recs[-1]["eval_loss"])
+  assert recs[0]["lr"] == 0.0
+  assert (workdir / "hf" / "model.safetensors").exists() and (workdir / "hf" / "tokenizer.model").exists()
+
+  from foresight_jax.models.checkpoint import load_pretrained
+  from foresight_jax.sharding import make_mesh
+  from foresight_jax.train import optim, stages, state as state_lib
+  from foresight_jax.train.checkpoint import Checkpointer
+  mcfg = stages.checkpoint_model_config(str(wm_dir / "hf"), "float32")
+  tx, _ = optim.make_optimizer(optim.OptimConfig())
+  abstract, _ = state_lib.abstract_train_state(mcfg, tx, make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+  ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
+  try:
+    state, _, _ = ckpt.restore(1, abstract)
+  finally:
+    ckpt.close()
+  _, wm_params = load_pretrained(str(wm_dir / "hf"))
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(wm_params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # FE-SFT started from WM-AMT's weights
+
+
+def test_wm_amt_resumes(env, wm, tmp_path):
+  import shutil
+  workdir = tmp_path / "wm_resume"
+  shutil.copytree(wm[0], workdir)
+  before = (workdir / "tokenizer" / "tokenizer.model").read_bytes()
+  p = _train(env, *WM_ARGS, "--config.train.steps=6", f"--config.workdir={workdir}")
+  assert "resumed from checkpoint step 4" in p.stdout
+  assert [r["step"] for r in _metrics(workdir)] == [1, 2, 3, 4, 5, 6]
+  assert (workdir / "tokenizer" / "tokenizer.model").read_bytes() == before  # never retrained
+
+
+def test_checkpoint_mismatch_before_compute(wm, monkeypatch, capsys):
+  from foresight_jax.train import cli_train, loop, stages_data
+  boom = lambda *a, **k: pytest.fail("reached compute")  # noqa: E731
+  monkeypatch.setattr(stages_data, "load_trajectories", boom)
+  monkeypatch.setattr(loop, "train", boom)
+  workdir = wm[0]
+  lines = len(_metrics(workdir))
+  rc = cli_train.main([*WM_ARGS, "--config.mesh.data=2", "--config.model.config.hidden_size=32",
+                       f"--config.workdir={workdir}"])
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert "tensor 'params/" in err and "model config differs: hidden_size: checkpoint 64 vs now 32" in err
+  assert len(_metrics(workdir)) == lines
