@@ -60,7 +60,8 @@ def load_both(preset: str | None, weights: str | None, dtype: str = "float32"):
     tmp = tempfile.mkdtemp()
     save_pretrained(cfg, params, tmp)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
-  return cfg, params, hf.eval()
+  hf.train(False)  # inference mode (no dropout)
+  return cfg, params, hf
 
 
 def emit(record: dict) -> None:

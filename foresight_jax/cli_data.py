@@ -31,6 +31,16 @@ def _parse_weights(spec: str) -> dict[str, float]:
   return out
 
 
+def _calibration_json(trajs) -> dict | None:
+  """Brier / ECE of the success estimates present, against their trajectories' outcomes."""
+  from foresight_jax.data.calibration import calibration_report
+  from foresight_jax.data.foresight import block_pairs
+  p, y = block_pairs(trajs)
+  if not p:
+    return None
+  return {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(calibration_report(p, y)).items()}
+
+
 def cmd_world(args) -> int:
   from foresight_jax.data.generate import GenConfig, generate, make_worlds
   from foresight_jax.data.policies import NOISE
@@ -58,9 +68,7 @@ def cmd_world(args) -> int:
 
 
 def cmd_augment(args) -> int:
-  from foresight_jax.data.calibration import calibration_report
-  from foresight_jax.data.foresight import (ForesightConfig, SuccessEstimator, base_rate, block_pairs,
-                                            build_blocks)
+  from foresight_jax.data.foresight import ForesightConfig, SuccessEstimator, base_rate, build_blocks
   from foresight_jax.data.schema import read_trajectories
   trajs, report = read_trajectories(args.input, max_steps=args.max_steps)
   for p in report.problems[:args.show_problems]:
@@ -86,17 +94,12 @@ def cmd_augment(args) -> int:
   summary = {"out": args.out, "variant": args.variant, "written": len(built), "read": report.read,
              "rejected": report.rejected, "truncated": report.truncated,
              "rejected_reasons": dict(report.reasons), "success_estimates": dict(methods)}
-  p, y = block_pairs(built)
-  if p:
-    cal = calibration_report(p, y)
-    summary["calibration"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(cal).items()}
+  summary["calibration"] = _calibration_json(built)
   print(json.dumps(summary))
   return 0
 
 
 def cmd_data_stats(args) -> int:
-  from foresight_jax.data.calibration import calibration_report
-  from foresight_jax.data.foresight import block_pairs
   from foresight_jax.data.render import render_text
   from foresight_jax.data.schema import read_trajectories
   tok = None
@@ -127,10 +130,7 @@ def cmd_data_stats(args) -> int:
          "token_unit": "tokenizer" if tok else "whitespace", "tokens": dist(lengths), "steps": dist(steps),
          "success_rate": round(statistics.fmean(scores), 4) if scores else None,
          "with_foresight_blocks": with_blocks}
-  p, y = block_pairs(trajs)
-  if p:
-    cal = calibration_report(p, y)
-    out["calibration"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(cal).items()}
+  out["calibration"] = _calibration_json(trajs)
   print(json.dumps(out))
   return 0
 
