@@ -261,8 +261,9 @@ def test_loop_in_process_resume_and_eval(tmp_path):
   kw = dict(mesh=(2, 2, 2), checkpoint_every=2, optim=optim.OptimConfig(warmup_steps=1, total_steps=6),
             progress=False, export_hf=False, eval_every=3, eval_batches=2, peak_flops_per_device=1e12)
   evals = lambda: SyntheticTokens(CFG.vocab_size, 8, 32, seed=99)  # noqa: E731
+  hooked = []
   full = loop.train(CFG, loop.TrainConfig(steps=6, **kw), SyntheticTokens(CFG.vocab_size, 8, 32), str(tmp_path / "a"),
-                    eval_iter_fn=evals)
+                    eval_iter_fn=evals, on_step_end=hooked.append)
   part = loop.train(CFG, loop.TrainConfig(steps=4, **kw), SyntheticTokens(CFG.vocab_size, 8, 32), str(tmp_path / "b"),
                     eval_iter_fn=evals)
   assert part.status == "completed" and part.step == 4
@@ -273,6 +274,7 @@ def test_loop_in_process_resume_and_eval(tmp_path):
   b = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
   assert [r["step"] for r in b] == list(range(1, 7))
   assert [r["loss"] for r in a] == [r["loss"] for r in b]
+  assert [(r["step"], r["loss"]) for r in hooked] == [(r["step"], r["loss"]) for r in a]  # on_step_end hook
   assert "eval_loss" in a[2] and "eval_loss" in a[5] and "eval_loss" not in a[3]
   for x, y in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(rest.state.params)):
     np.testing.assert_array_equal(x, y)

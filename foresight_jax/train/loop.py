@@ -131,11 +131,14 @@ def _evaluate(eval_fn, params, it, n: int, mesh) -> float:
 
 def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], workdir: str, *,
           init_params=None, loss_fn: Callable = losses.causal_lm_loss,
-          eval_iter_fn: Callable[[], Iterator[dict]] | None = None, handle_sigterm: bool = True) -> TrainResult:
+          eval_iter_fn: Callable[[], Iterator[dict]] | None = None, handle_sigterm: bool = True,
+          on_step_end: Callable[[dict], None] | None = None) -> TrainResult:
   """Train to `tcfg.steps`, resuming from `<workdir>/checkpoints` when it holds a checkpoint.
 
   init_params: starting params (e.g. `load_pretrained`) for a fresh run; ignored on resume.
   data_iter: yields dicts of numpy [B, ...] arrays; `get_state()/set_state()` make resume exact.
+  on_step_end: called with each step's logged metrics record once they are on the host (the
+    moment step s is known to be finished): for hooks such as custom logging or benchmarks.
   """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -196,6 +199,8 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
     rec = {"step": s, **{k: v for k, v in m.items() if k != "learning_rate"}, "lr": m["learning_rate"],
            "tokens_per_s": tps, "mfu": tps * flops_per_token / peak, "step_time_s": dt, **extra}
     rec = writer.write(rec)
+    if on_step_end is not None:
+      on_step_end(rec)
     bar.update(s - bar.n)
     bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}", tok_s=f"{tps:,.0f}")
     if rec["nonfinite"]:
