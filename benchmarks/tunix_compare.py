@@ -8,9 +8,11 @@ both sides; random-token batches. Each side runs in its own fresh process, one a
 
     .venv/bin/python benchmarks/tunix_compare.py      # SmolLM2-135M shape, batch 4, seq 256, 12 steps, 2 repeats
     .venv/bin/python benchmarks/tunix_compare.py --shape small --steps 20 --repeats 3
+    .venv/bin/python benchmarks/tunix_compare.py --split 3   # profile split: loss+grad alone vs whole step
 
-Set up the Tunix venv once (git-ignored): python3 -m venv .venv-tunix && .venv-tunix/bin/pip install
-torch==2.13.0 google-tunix==0.1.7  (torch first so pip takes the local CPU wheel, not a CUDA one).
+Set up the Tunix venv once (git-ignored; `make bench-tunix` sets it up, then runs the first and the
+third command): python3 -m venv .venv-tunix && .venv-tunix/bin/pip install torch==2.13.0 google-tunix==0.1.7
+(torch first so pip takes the local CPU wheel, not a CUDA one).
 
 The 2-core dev VM is shared: other jobs running at the same time change wall-clock figures by up to
 2x. Each configuration runs `--repeats` times, interleaved, and the medians are reported, with the
@@ -118,6 +120,38 @@ def run_ours(a) -> dict:
           "devices": [str(d) for d in jax.devices()]}
 
 
+def split_ours(a) -> dict:
+  """Profile split, ours: best-of-N seconds of the jitted loss+grad alone and of the whole train step."""
+  import functools
+  import jax
+  import numpy as np
+  from foresight_jax.models import presets
+  from foresight_jax.train import losses, loop, optim, state as state_lib, step as step_lib
+  cfg = presets.model_config("tiny", vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.inter,
+                             num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads,
+                             head_dim=a.head_dim, tie_embeddings=bool(a.tie), rope_theta=a.rope_theta,
+                             max_position_embeddings=max(2048, a.seq), param_dtype="float32",
+                             compute_dtype="float32", remat_policy=a.remat)
+  toks = np.random.default_rng(0).integers(3, a.vocab, (a.batch, a.seq + 1)).astype(np.int32)
+  mesh = loop.build_mesh((-1, 1, 1))
+  batch = step_lib.shard_batch({"inputs": toks[:, :-1], "targets": toks[:, 1:],
+                                "loss_mask": np.ones((a.batch, a.seq), np.int32)}, mesh)
+  tx, schedule = optim.make_optimizer(optim.OptimConfig())
+  _, shardings = state_lib.abstract_train_state(cfg, tx, mesh)
+  box = [state_lib.init_train_state(cfg, tx, mesh, seed=0)]
+  grad = jax.jit(jax.value_and_grad(functools.partial(losses.causal_lm_loss, cfg), has_aux=True))
+  train_step = step_lib.make_train_step(cfg, tx, schedule, mesh, shardings)
+
+  def step():
+    box[0], m = train_step(box[0], batch)
+    return m
+
+  import common
+  with jax.set_mesh(mesh):
+    g = common.best_of(lambda: grad(box[0].params, batch), a.split)
+  return {"side": "ours", "grad_s": g, "step_s": common.best_of(step, a.split)}
+
+
 # ------------------------------------------------------------------------------------- orchestrator
 def _spawn(cmd: list[str], env: dict, log_path: str) -> tuple[dict, float]:
   t0 = time.time()
@@ -152,7 +186,7 @@ def _median_runs(runs: list[dict]) -> dict:
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--side", choices=["ours"], default=None, help=argparse.SUPPRESS)
+  ap.add_argument("--side", choices=["ours", "ours-split"], default=None, help=argparse.SUPPRESS)
   ap.add_argument("--shape", default="smollm2_135m", choices=sorted(SHAPES))
   for k in ("vocab", "hidden", "inter", "layers", "heads", "kv_heads", "head_dim", "tie"):
     ap.add_argument("--" + k.replace("_", "-"), dest=k, type=int, default=None)
@@ -168,6 +202,9 @@ def main():
   ap.add_argument("--repeats", type=int, default=2,
                   help="fresh processes per configuration, interleaved (tunix, ours, tunix, ours ...); medians")
   ap.add_argument("--no-prewarm", action="store_true", help="skip the untimed import of each side first")
+  ap.add_argument("--split", type=int, default=0,
+                  help="profile split instead of training runs: best of N calls of loss+grad alone and of "
+                       "the whole jitted train step, each side in its own process")
   a = ap.parse_args()
   for k, v in SHAPES[a.shape].items():
     if getattr(a, k, None) is None:
@@ -175,6 +212,10 @@ def main():
 
   if a.side == "ours":
     print(json.dumps(run_ours(a)), flush=True)
+    return
+  if a.side == "ours-split":
+    a.remat = a.remat.split(",")[0]
+    print(json.dumps(split_ours(a)), flush=True)
     return
 
   env = dict(os.environ)
@@ -195,6 +236,18 @@ def main():
     subprocess.run([a.tunix_python, "-c", "import jax, flax, optax; import tunix.sft.peft_trainer, "
                     "tunix.models.llama3.model, tunix.models.dummy_model_creator; jax.devices()"],
                    env=env, check=True, capture_output=True)
+
+  if a.split:
+    split_args = common + ["--split", str(a.split)]
+    rm_t, rm_o = a.tunix_remat.split(",")[0], a.remat.split(",")[0]
+    t, _ = _spawn([a.tunix_python, os.path.join(HERE, "tunix_side.py"), *split_args, "--remat", rm_t], env,
+                  os.path.join(logdir, "tunix_split.log"))
+    o, _ = _spawn([ours_py, os.path.abspath(__file__), "--side", "ours-split", *split_args, "--remat", rm_o], env,
+                  os.path.join(logdir, "ours_split.log"))
+    print(json.dumps({"bench": "tunix_compare_split", "ours": o, "tunix": t, "ours_remat": rm_o, "tunix_remat": rm_t,
+                      "optimizer_etc_s": {"ours": o["step_s"] - o["grad_s"], "tunix": t["step_s"] - t["grad_s"]},
+                      "batch": a.batch, "seq": a.seq, "shape": a.shape, "repeats": a.split}), flush=True)
+    return
 
   tunix_runs: dict[str, list] = {}
   ours_runs: dict[str, list] = {}

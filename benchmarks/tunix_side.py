@@ -89,6 +89,9 @@ def main():
   ap.add_argument("--lr", type=float, default=3e-4)
   ap.add_argument("--warmup-steps", type=int, default=100)
   ap.add_argument("--total-steps", type=int, default=10_000)
+  ap.add_argument("--split", type=int, default=0,
+                  help="instead of training: best-of-N seconds of the jitted loss+grad alone and of the "
+                       "trainer's own jitted train step (the profile split of tunix_compare.py --split)")
   args = ap.parse_args()
 
   t_setup = time.time()
@@ -127,6 +130,9 @@ def main():
       toks = rng.integers(3, args.vocab, (args.batch, args.seq)).astype(np.int32)
       yield peft_trainer.TrainingInput(input_tokens=toks, input_mask=np.ones_like(toks, dtype=bool))
 
+  if args.split:
+    print(json.dumps({"side": "tunix", **_split_times(trainer, model, gen_model_input_fn, args)}), flush=True)
+    return
   trainer.train(data())
   jax.block_until_ready(nnx.state(model))
   t_end = time.time()
@@ -141,6 +147,19 @@ def main():
                    "optax": optax.__version__, "tunix": _version("google-tunix")},
       "devices": [str(d) for d in jax.devices()],
   }), flush=True)
+
+
+def _split_times(trainer, model, gen_model_input_fn, args) -> dict:
+  """Seconds per call (best of N after a compiling call): loss+grad alone, and the whole train step."""
+  toks = np.random.default_rng(0).integers(3, args.vocab, (args.batch, args.seq)).astype(np.int32)
+  inputs = gen_model_input_fn(peft_trainer.TrainingInput(input_tokens=toks, input_mask=np.ones_like(toks, bool)))
+  grad = nnx.jit(nnx.value_and_grad(trainer.loss_fn))
+  step, _ = trainer.jit_train_and_eval_step(cache_nnx_graph=True)
+  raw = peft_trainer.TrainingInput(input_tokens=toks, input_mask=np.ones_like(toks, bool))
+
+  import common  # benchmarks/common.py: needs only jax and numpy, both in the Tunix venv
+  return {"grad_s": common.best_of(lambda: grad(model, **inputs), args.split),
+          "step_s": common.best_of(lambda: step(raw), args.split)}
 
 
 def _version(dist: str) -> str:

@@ -38,7 +38,7 @@ def test_param_count_equals_materialised_sizes(name):
   assert flops > 6 * config_lib.param_count(cfg, include_embeddings=False)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_mla"])
+@pytest.mark.parametrize("name", ["tiny", pytest.param("tiny_mla", marks=pytest.mark.slow)])
 def test_scan_unrolled_and_remat_agree(name):
   cfg = presets.model_config(name)
   p = params_lib.init_params(cfg, jax.random.key(1))
@@ -81,7 +81,9 @@ def test_bf16_compute_close_to_fp32():
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_mla"])
-@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2), (1, 4, 2), (1, 1, 8)])
+# (2,2,2) and (1,1,8) cover data, fsdp and tensor splits in the default run; the other two are slow
+@pytest.mark.parametrize("mesh_shape", [pytest.param((8, 1, 1), marks=pytest.mark.slow), (2, 2, 2),
+                                        pytest.param((1, 4, 2), marks=pytest.mark.slow), (1, 1, 8)])
 def test_sharded_logits_equal_single_device(name, mesh_shape):
   assert jax.device_count() == 8, "conftest forces 8 host devices"
   cfg = presets.model_config(name)
