@@ -69,11 +69,27 @@ def _rate(step_times: list, warmup: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------- ours side
+def _model_cfg(a):
+  """Our model config for the shared shape: the `tiny` preset's architecture with every size overridden."""
+  from foresight_jax.models import presets
+  return presets.model_config("tiny", vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.inter,
+                              num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads,
+                              head_dim=a.head_dim, tie_embeddings=bool(a.tie), rope_theta=a.rope_theta,
+                              max_position_embeddings=max(2048, a.seq), param_dtype="float32",
+                              compute_dtype="float32", remat_policy=a.remat)
+
+
+def _random_batch(rng, a) -> dict:
+  """Random tokens (ids from 3 up, as on the Tunix side) as a causal-LM batch, every token trained."""
+  import numpy as np
+  toks = rng.integers(3, a.vocab, (a.batch, a.seq + 1)).astype(np.int32)
+  return {"inputs": toks[:, :-1], "targets": toks[:, 1:], "loss_mask": np.ones((a.batch, a.seq), np.int32)}
+
+
 def run_ours(a) -> dict:
   """Runs in a fresh process of our venv: loop.train, with a timestamp per finished step."""
   import jax
   import numpy as np
-  from foresight_jax.models import presets
   from foresight_jax.train import loop, optim
   t_imported = time.time()
 
@@ -90,15 +106,10 @@ def run_ours(a) -> dict:
       return self
 
     def __next__(self):
-      toks = self.rng.integers(3, a.vocab, (a.batch, a.seq + 1)).astype(np.int32)
-      return {"inputs": toks[:, :-1], "targets": toks[:, 1:], "loss_mask": np.ones((a.batch, a.seq), np.int32)}
+      return _random_batch(self.rng, a)
 
   t_setup = time.time()
-  cfg = presets.model_config("tiny", vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.inter,
-                             num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads,
-                             head_dim=a.head_dim, tie_embeddings=bool(a.tie), rope_theta=a.rope_theta,
-                             max_position_embeddings=max(2048, a.seq), param_dtype="float32",
-                             compute_dtype="float32", remat_policy=a.remat)
+  cfg = _model_cfg(a)
   tcfg = loop.TrainConfig(steps=a.steps, optim=optim.OptimConfig(), checkpoint_every=10**9, export_hf=False,
                           tensorboard=False, progress=True, remat_policy=a.remat)
   workdir = tempfile.mkdtemp(prefix="tunix_compare_ours_")
@@ -125,17 +136,10 @@ def split_ours(a) -> dict:
   import functools
   import jax
   import numpy as np
-  from foresight_jax.models import presets
   from foresight_jax.train import losses, loop, optim, state as state_lib, step as step_lib
-  cfg = presets.model_config("tiny", vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.inter,
-                             num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads,
-                             head_dim=a.head_dim, tie_embeddings=bool(a.tie), rope_theta=a.rope_theta,
-                             max_position_embeddings=max(2048, a.seq), param_dtype="float32",
-                             compute_dtype="float32", remat_policy=a.remat)
-  toks = np.random.default_rng(0).integers(3, a.vocab, (a.batch, a.seq + 1)).astype(np.int32)
+  cfg = _model_cfg(a)
   mesh = loop.build_mesh((-1, 1, 1))
-  batch = step_lib.shard_batch({"inputs": toks[:, :-1], "targets": toks[:, 1:],
-                                "loss_mask": np.ones((a.batch, a.seq), np.int32)}, mesh)
+  batch = step_lib.shard_batch(_random_batch(np.random.default_rng(0), a), mesh)
   tx, schedule = optim.make_optimizer(optim.OptimConfig())
   _, shardings = state_lib.abstract_train_state(cfg, tx, mesh)
   box = [state_lib.init_train_state(cfg, tx, mesh, seed=0)]

@@ -152,10 +152,10 @@ def main():
 def _split_times(trainer, model, gen_model_input_fn, args) -> dict:
   """Seconds per call (best of N after a compiling call): loss+grad alone, and the whole train step."""
   toks = np.random.default_rng(0).integers(3, args.vocab, (args.batch, args.seq)).astype(np.int32)
-  inputs = gen_model_input_fn(peft_trainer.TrainingInput(input_tokens=toks, input_mask=np.ones_like(toks, bool)))
+  raw = peft_trainer.TrainingInput(input_tokens=toks, input_mask=np.ones_like(toks, bool))
+  inputs = gen_model_input_fn(raw)  # what the trainer's step feeds its loss
   grad = nnx.jit(nnx.value_and_grad(trainer.loss_fn))
   step, _ = trainer.jit_train_and_eval_step(cache_nnx_graph=True)
-  raw = peft_trainer.TrainingInput(input_tokens=toks, input_mask=np.ones_like(toks, bool))
 
   import common  # benchmarks/common.py: needs only jax and numpy, both in the Tunix venv
   return {"grad_s": common.best_of(lambda: grad(model, **inputs), args.split),

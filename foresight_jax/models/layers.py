@@ -70,7 +70,7 @@ def _swiglu_bwd(res, dy):
   # Written by hand so that every matmul is a plain 2-D [tokens, k] x [k, n] product over the
   # flattened batch*seq rows and the SiLU backward is one elementwise pass. Autodiff's 3-D
   # contractions make XLA:CPU write transposed copies of the [tokens, mlp] gradients fused with
-  # the SiLU backward: the SmolLM2-shape loss+grad took 1.3x as long with them (BUILD_NOTES, "Tunix").
+  # the SiLU backward: 1.3-1.4x slower on a SmolLM2 MLP layer (benchmarks/mlp_backward.py, BUILD_NOTES).
   x, wg, wu, wd, gate, up = res
   b, t, d = x.shape
   f = gate.shape[-1]
