@@ -281,7 +281,7 @@ def test_make_stop_spec_variants():
   # in-graph matching of those variants
   window = jnp.full((3, seqs.shape[2]), -1).at[0, -2:].set(jnp.asarray([tok.ids[".\n"], tok.ids["\n"]]))
   window = window.at[1, -1].set(7).at[2, -1].set(tok.ids["op"] + 1)
-  np.testing.assert_array_equal(np.asarray(S._match_stop(window, spec.stop_seqs)), [True, True, False])
+  np.testing.assert_array_equal(np.asarray(S.core._match_stop(window, spec.stop_seqs)), [True, True, False])
 
 
 def test_generate_strings_with_stops():
@@ -370,3 +370,55 @@ def test_sample_inside_outer_jit(name):
   # the sampler's logprobs are exactly what a trainer would recompute with a full forward
   np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(lp), atol=1e-4)
   assert np.isfinite(float(total))
+
+
+# (f) extend: multi-turn sampling over one live cache ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_extend_multi_turn_equals_naive_greedy_on_the_compacted_sequence(name):
+  """prompt -> decode (rows stop after different lengths) -> extend with ragged 'observations'
+  (one row inactive) -> decode -> extend -> decode: every generated token and log-prob equals
+  greedy decoding with full recomputation over each row's compacted sequence (prompt, turn 1
+  including its last token, observation 1, turn 2, ...), i.e. cache gaps are never attended and
+  positions stay contiguous."""
+  cfg, params = _model(name)
+  prompt, lens, rows = _prompts(cfg, seed=3)
+  b = len(rows)
+  n = 6
+  greedy = S.SamplingParams.make(b, 0.0)
+  rng = np.random.default_rng(4)
+  limits = [np.asarray([2, 6, 3, 1, 6, 4, 5, 6], np.int32), np.asarray([6, 1, 4, 2, 6, 3, 6, 5], np.int32),
+            np.asarray([3, 3, 6, 2, 1, 6, 2, 4], np.int32)]
+  obs_lens = [np.asarray([3, 0, 5, 1, 4, 2, 5, 3], np.int32), np.asarray([2, 4, 1, 5, 3, 3, 0, 2], np.int32)]
+  active = [np.asarray([1, 0, 1, 1, 1, 1, 1, 1], bool), np.ones(b, bool)]
+  obs = [rng.integers(3, cfg.vocab_size, (b, 5)).astype(np.int32) for _ in obs_lens]
+  segments = []
+  state = S.prefill(cfg, params, jnp.asarray(prompt), jnp.asarray(lens), jax.random.key(0), greedy,
+                    S.StopSpec.make(b, max_new_tokens_per_row=limits[0]), max_new_tokens=n,
+                    cache_len=prompt.shape[1] + 3 * (n + 6))
+  state = S.decode(cfg, params, state, greedy, S.StopSpec.make(b, max_new_tokens_per_row=limits[0]))
+  segments.append(state.output())
+  for t in range(2):
+    stop = S.StopSpec.make(b, max_new_tokens_per_row=limits[t + 1])
+    state = S.extend(cfg, params, state, jnp.asarray(obs[t]), jnp.asarray(obs_lens[t]), jax.random.key(t + 1),
+                     greedy, stop, active=jnp.asarray(active[t]))
+    state = S.decode(cfg, params, state, greedy, stop)
+    segments.append(state.output())
+
+  for r in range(b):
+    seq = list(rows[r])
+    alive = True
+    for t, out in enumerate(segments):
+      length = int(out.lengths[r])
+      if not alive:
+        assert length == 0, (r, t)
+        continue
+      assert length == limits[t][r], (r, t, length)
+      ref_tok, ref_lp = _naive_greedy(cfg, params, [np.asarray(seq, np.int32)], length)
+      np.testing.assert_array_equal(np.asarray(out.tokens)[r, :length], ref_tok[0], err_msg=f"row {r} turn {t}")
+      np.testing.assert_allclose(np.asarray(out.logprobs)[r, :length], ref_lp[0], atol=1e-4, err_msg=f"row {r} turn {t}")
+      seq += [int(x) for x in np.asarray(out.tokens)[r, :length]]
+      if t < len(obs_lens):
+        alive = bool(active[t][r]) and length > 0  # an inactive row is finished for good
+        seq += [int(x) for x in obs[t][r, :obs_lens[t][r]]]

@@ -27,9 +27,10 @@ import re
 from dataclasses import dataclass, field
 
 from foresight_jax.data.schema import Step, Task, Trajectory
+from foresight_jax.tokenizer.tokens import ACTION_TAGS, TAG_NAMES
 
-ACTIONS = ("search", "calc", "answer")
-TAGS = ("think", "foresight", "rollout", "success") + ACTIONS + ("information",)
+ACTIONS = ACTION_TAGS
+TAGS = TAG_NAMES
 _TAG_RE = re.compile(r"<(/?)(" + "|".join(TAGS) + r")>")
 _INFO_RE = re.compile(r"<information>(.*?)</information>", re.S)
 _STEP_RE = re.compile(r"(\d+)\.\s+(.+?)\s+->\s*(.*)")

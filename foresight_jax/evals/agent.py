@@ -39,8 +39,9 @@ from foresight_jax.data.scoring import score_answer
 from foresight_jax.data.world import SearchFn, World
 from foresight_jax.evals import metrics as M
 from foresight_jax.evals import receipts as rc
+from foresight_jax.tokenizer.tokens import ACTION_TAGS
 
-STOP_STRINGS = ("</search>", "</calc>", "</answer>")
+STOP_STRINGS = tuple(f"</{a}>" for a in ACTION_TAGS)  # generation ends at an action's closing tag
 DOMAIN_TOOLS = {"search": ("search",), "math": ("calc",)}
 # Search-R1's fixed message, with the domain's tool named (math has no search engine)
 _INVALID = ("My previous action is invalid. If I want to {verb}, I should put the {what} between "

@@ -130,7 +130,7 @@ class EvalMetrics:
   n_turns: int
   format_turn: float | None      # (a) fraction of turns passing check_format
   format_episode: float | None   # (a) fraction of whole episodes passing
-  grounding: float | None        # (b) mean step-1 F1 over turns followed by an observation
+  grounding: float | None        # (b) mean step-1 score over turns followed by an observation
   n_grounded: int
   brier: float | None            # (c)
   ece: float | None              # (c) 10 equal-width bins
@@ -138,41 +138,65 @@ class EvalMetrics:
   base_rate: float | None        # mean outcome over the estimates' episodes (context for Brier)
   accuracy: float | None         # (d)
   held_out_loss: float | None = None
+  brier_skill: float | None = None  # (c) 1 - Brier / Brier of the constant base-rate predictor
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EpisodeFigures:
+  """One episode's per-item values. Every figure is an aggregate of these, and the episode is
+  the unit the bootstrap resamples (turns of one episode are not independent draws)."""
+  turn_ok: tuple[bool, ...]
+  episode_ok: bool
+  groundings: tuple[float, ...]   # turns followed by an observation
+  estimates: tuple[float, ...]    # every parsed success estimate
+  outcome: float
 
 
 def _mean(xs: Sequence[float]) -> float | None:
   return float(np.mean(xs)) if len(xs) else None
 
 
-def aggregate(turn_ok: Sequence[bool], episode_ok: Sequence[bool], groundings: Sequence[float],
-              estimates: Sequence[tuple[float, float]], outcomes: Sequence[float],
-              n_bins: int = 10) -> EvalMetrics:
-  """Figures from per-item values (estimates: (success estimate, episode outcome) pairs)."""
-  cal = calibration([s for s, _ in estimates], [y for _, y in estimates], n_bins)
+def aggregate(units: Sequence[EpisodeFigures], n_bins: int = 10) -> EvalMetrics:
+  """The figures of a set of episodes (each estimate is paired with its episode's outcome)."""
+  turn_ok = [ok for u in units for ok in u.turn_ok]
+  ground = [g for u in units for g in u.groundings]
+  est = [(s, u.outcome) for u in units for s in u.estimates]
+  cal = calibration([s for s, _ in est], [y for _, y in est], n_bins)
+  skill = None
+  if est:
+    y = np.asarray([y for _, y in est], float)
+    base = float(np.mean((y - y.mean()) ** 2))  # Brier of the constant predictor at the base rate
+    skill = 1.0 - cal["brier"] / base if base > 0 else None  # undefined when every outcome is equal
   return EvalMetrics(
-      n_episodes=len(outcomes), n_turns=len(turn_ok), format_turn=_mean(turn_ok),
-      format_episode=_mean(episode_ok), grounding=_mean(groundings), n_grounded=len(groundings),
-      brier=cal["brier"], ece=cal["ece"], n_estimates=cal["n_estimates"],
-      base_rate=cal["base_rate"], accuracy=_mean(outcomes))
+      n_episodes=len(units), n_turns=len(turn_ok), format_turn=_mean(turn_ok),
+      format_episode=_mean([u.episode_ok for u in units]), grounding=_mean(ground),
+      n_grounded=len(ground), brier=cal["brier"], ece=cal["ece"], n_estimates=cal["n_estimates"],
+      base_rate=cal["base_rate"], brier_skill=skill, accuracy=_mean([u.outcome for u in units]))
+
+
+def episode_figures(episodes: Iterable[Any], spec: FormatSpec) -> list[EpisodeFigures]:
+  """Per-episode values from live agent Episodes (duck-typed: .task, .turns, .score)."""
+  out = []
+  for ep in episodes:
+    texts = [t.text for t in ep.turns]
+    obs = [t.observation for t in ep.turns]
+    out.append(EpisodeFigures(
+        turn_ok=tuple(not turn_format_problems(t, spec) for t in texts),
+        episode_ok=episode_format_ok(texts, obs, spec),
+        groundings=tuple(grounding_score(step1_expectation(t, spec), o)
+                         for t, o in zip(texts, obs) if o is not None),
+        estimates=tuple(s for s in (success_estimate(t, spec) for t in texts) if s is not None),
+        outcome=float(ep.score)))
+  return out
 
 
 def metrics_from_episodes(episodes: Iterable[Any], spec: FormatSpec, n_bins: int = 10
                           ) -> EvalMetrics:
-  """Live figures from agent Episodes (duck-typed: .task, .turns, .score)."""
-  turn_ok, episode_ok, ground, est, outcomes = [], [], [], [], []
-  for ep in episodes:
-    texts = [t.text for t in ep.turns]
-    obs = [t.observation for t in ep.turns]
-    turn_ok += [not turn_format_problems(t, spec) for t in texts]
-    episode_ok.append(episode_format_ok(texts, obs, spec))
-    ground += [grounding_score(step1_expectation(t, spec), o)
-               for t, o in zip(texts, obs) if o is not None]
-    est += [(s, ep.score) for s in (success_estimate(t, spec) for t in texts) if s is not None]
-    outcomes.append(ep.score)
-  return aggregate(turn_ok, episode_ok, ground, est, outcomes, n_bins)
+  """Live figures from agent Episodes."""
+  return aggregate(episode_figures(episodes, spec), n_bins)
 
 
 def _receipt_grounding(step: dict, spec: FormatSpec) -> float:
@@ -183,27 +207,33 @@ def _receipt_grounding(step: dict, spec: FormatSpec) -> float:
   return float(step["grounding"])
 
 
-def metrics_from_receipts(source: str | Path | Iterable[dict], run: str | None = None,
-                          spec: FormatSpec | None = None, n_bins: int = 10) -> EvalMetrics:
-  """Recompute every figure from receipts alone (a JSONL path or receipt dicts).
-
-  `spec` defaults to each episode's recorded `format_spec`; `run` selects one run of a file
-  holding several.
-  """
+def receipt_figures(source: str | Path | Iterable[dict], run: str | None = None,
+                    spec: FormatSpec | None = None) -> list[EpisodeFigures]:
+  """Per-episode values recomputed from receipts alone (a JSONL path or receipt dicts)."""
   recs = rc.read_receipts(source) if isinstance(source, (str, Path)) else list(source)
-  turn_ok, episode_ok, ground, est, outcomes = [], [], [], [], []
+  out = []
   for steps, ep in rc.group_episodes(recs, run):
     sp = spec or FormatSpec.from_json(ep.get("format_spec", {}))
     texts = [s["text"] for s in steps]
     # observation content never changes the format verdict, so a truncated one is fine here
     obs = [s["observation"] for s in steps]
-    turn_ok += [not turn_format_problems(t, sp) for t in texts]
-    episode_ok.append(episode_format_ok(texts, obs, sp))
-    ground += [_receipt_grounding(s, sp) for s in steps if s["observation"] is not None]
-    y = 0.0 if ep["answer"] is None else score_answer(ep["domain"], ep["answer"], ep["answers"])
-    est += [(v, y) for v in (success_estimate(t, sp) for t in texts) if v is not None]
-    outcomes.append(y)
-  return aggregate(turn_ok, episode_ok, ground, est, outcomes, n_bins)
+    out.append(EpisodeFigures(
+        turn_ok=tuple(not turn_format_problems(t, sp) for t in texts),
+        episode_ok=episode_format_ok(texts, obs, sp),
+        groundings=tuple(_receipt_grounding(s, sp) for s in steps if s["observation"] is not None),
+        estimates=tuple(v for v in (success_estimate(t, sp) for t in texts) if v is not None),
+        outcome=0.0 if ep["answer"] is None else score_answer(ep["domain"], ep["answer"], ep["answers"])))
+  return out
+
+
+def metrics_from_receipts(source: str | Path | Iterable[dict], run: str | None = None,
+                          spec: FormatSpec | None = None, n_bins: int = 10) -> EvalMetrics:
+  """Recompute every figure from receipts alone.
+
+  `spec` defaults to each episode's recorded `format_spec`; `run` selects one run of a file
+  holding several.
+  """
+  return aggregate(receipt_figures(source, run, spec), n_bins)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
     cv, v = _write(cache["v"], v, layer, index)
     cache = {**cache, "k": ck, "v": cv}
     k, v = k.astype(dtype), v.astype(dtype)
-  o = layers.dot_attention(q, k, v, mask, cfg.head_dim ** -0.5)
+  # no cache: queries and keys are the same slots, so the masked upper triangle can be skipped
+  attend = layers.dot_attention if cache is not None else layers.causal_attention
+  o = attend(q, k, v, mask, cfg.head_dim ** -0.5)
   return jnp.einsum("bthk,hkd->btd", o, p["o"].astype(dtype)), cache
 
 
@@ -66,7 +68,7 @@ def mla(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
     kv = jnp.einsum("btr,rhk->bthk", c, kv_b)
     k_nope, v = kv[..., :dn], kv[..., dn:]
     k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rot[:, :, None], k_nope.shape[:3] + k_rot.shape[-1:])], -1)
-    o = layers.dot_attention(jnp.concatenate([q_nope, q_rot], -1), k, v, mask, scale)
+    o = layers.causal_attention(jnp.concatenate([q_nope, q_rot], -1), k, v, mask, scale)
   else:
     c_cache, c_all = _write(cache["c_kv"], c, layer, index)
     r_cache, r_all = _write(cache["k_rot"], k_rot, layer, index)

@@ -1,17 +1,14 @@
 """Special-token constants shared by the tokenizer package (no state, no imports)."""
 
-# The foresight block's tags (design.md §1). Each must be one token/piece wherever the tokenizer
-# allows it: `train_sentencepiece` makes them user-defined symbols, `Tokenizer.add_special_tokens`
-# adds them to a tokenizer.json vocabulary.
-FORESIGHT_TOKENS = (
-    "<think>", "</think>",
-    "<foresight>", "</foresight>",
-    "<rollout>", "</rollout>",
-    "<success>", "</success>",
-    "<search>", "</search>",
-    "<information>", "</information>",
-    "<answer>", "</answer>",
-)
+# The foresight block's tags (design.md §1), defined ONCE: the tokenizer makes each a single
+# token/piece wherever it can (`train_sentencepiece` as user-defined symbols,
+# `Tokenizer.add_special_tokens` for a tokenizer.json vocabulary), the renderer and parser
+# (data/render.py) build their regexes from TAG_NAMES, and the in-graph rewards (rl/) look the
+# same strings up as token ids.
+ACTION_TAGS = ("search", "calc", "answer")  # exactly one per turn; search/calc call a tool
+TOOL_TAGS = ("search", "calc")
+TAG_NAMES = ("think", "foresight", "rollout", "success") + ACTION_TAGS + ("information",)
+FORESIGHT_TOKENS = tuple(t for name in TAG_NAMES for t in (f"<{name}>", f"</{name}>"))
 
 # Role markers of the "plain" chat format used with our own sentencepiece tokenizers;
 # `train_sentencepiece` always adds them as user-defined symbols too.

@@ -1,36 +1,39 @@
-"""Pure autoregressive sampling: a jitted prefill plus a `lax.while_loop` decode over a KV cache.
+"""Pure autoregressive sampling: a jitted prefill, a `lax.while_loop` decode, and `extend` for
+multi-turn use, all over one KV cache. No host sync, no Python side effects: every function here
+can run inside a larger jitted step (the FC-RL rollout: sample -> tool -> extend -> sample ...).
 
 Modelled on Tunix's `generate/sampler.py`:
 
-* `sample(...)` is a pure function of arrays (no host sync, no Python side effects), so it can be
-  called inside a larger jitted step (e.g. an RL rollout + loss) or jitted on its own.
 * `prefill(...)` runs one forward over the whole left-padded prompt (cache slots [0, P)) and samples
   the first new token from the last prompt position; `decode(...)` then generates one token per
-  `while_loop` step, writing the fed token at cache slot P + i - 1, and exits as soon as every row is
-  done. `prefill_jit` / `decode_jit` are the jitted halves; `decode_jit` donates its state so the
-  KV cache is updated in place.
-* `generate(...)` is the host-level convenience: encode + left-pad, build stop specs, run the two
-  jitted halves, decode to strings and truncate at stop strings.
+  `while_loop` step, writing the fed token at the state's cache `slot`, and exits as soon as every
+  row is done. `prefill_jit` / `decode_jit` are the jitted halves; `decode_jit` donates its state so
+  the KV cache is updated in place.
+* `extend(...)` appends tokens that the model did not generate (a tool's observation) to the live
+  cache of every row at once, then samples the first token of the next segment: the multi-turn
+  rollout's "append `<information>...</information>` and keep sampling".
+* The host-level `generate` (encode, left-pad, stop strings, decode to text) is in `host.py`.
 
 Conventions: prompts are LEFT-padded to a common width P (pad tokens get segment 0 and are never
 attended; positions count from 0 at each row's first real token), every row needs at least one real
-prompt token. Generated `tokens` include the eos / stop-sequence token(s) that ended a row, `lengths`
-count them, and every slot at or after a row's length holds `pad_id`. `logprobs` are the log
-probabilities of the sampled tokens under the raw model distribution (fp32 logits, temperature 1, no
-top-k/top-p filtering) -- the quantity an RL trainer recomputes for importance ratios.
+prompt token. All rows write the same cache slot at each step (a shared `slot`); a row with nothing
+to write (finished, or shorter than the others in `extend`) writes a pad with segment 0 there, so
+its RoPE positions stay contiguous and nobody ever attends the gap. Generated `tokens` include the
+eos / stop-sequence token(s) that ended a row, `lengths` count them, and every slot at or after a
+row's length holds `pad_id`. The last generated token of a segment is only written to the cache by
+the next `extend` (it is the first token `extend` feeds). `logprobs` are the log probabilities of the
+sampled tokens under the raw model distribution (fp32 logits, temperature 1, no top-k/top-p
+filtering): the quantity an RL trainer recomputes for importance ratios.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from foresight_jax import sharding as sharding_lib
 from foresight_jax.models import transformer
 from foresight_jax.models.config import ModelConfig
 from foresight_jax.sharding import constrain
@@ -123,20 +126,21 @@ class SampleOutput:
 
 @flax.struct.dataclass
 class SamplerState:
-  """The decode loop's carry. `step` = number of tokens generated so far (token step-1 is the last)."""
+  """The decode loop's carry. `step` = number of tokens generated in this segment (token step-1 is
+  the last); a segment starts at `prefill` or `extend`."""
 
   cache: dict
-  tokens: jax.Array  # [B, N]
+  tokens: jax.Array  # [B, N] this segment's generated tokens
   logprobs: jax.Array  # [B, N]
-  last_token: jax.Array  # [B] the token to feed next
+  last_token: jax.Array  # [B] the token to feed next (generated, not yet in the cache)
   lengths: jax.Array  # [B]
   done: jax.Array  # [B] bool
   stop_reason: jax.Array  # [B]
   window: jax.Array  # [B, S] last S generated tokens (-1 = none yet), for stop-sequence matching
-  prompt_lengths: jax.Array  # [B]
+  positions: jax.Array  # [B] RoPE position of the next fed token (= real tokens in the cache so far)
+  slot: jax.Array  # scalar int32: the cache slot the next fed token is written at (shared by all rows)
   step: jax.Array  # scalar int32
   key: jax.Array
-  prompt_width: int = flax.struct.field(pytree_node=False, default=0)  # P: decode slot = P + step - 1
   pad_id: int = flax.struct.field(pytree_node=False, default=0)
 
   def output(self) -> SampleOutput:
@@ -247,8 +251,10 @@ def _record(state: SamplerState, tok: jax.Array, logprob: jax.Array, stop: StopS
   reason = jnp.where(is_eos, STOP_EOS, jnp.where(is_stop, STOP_SEQUENCE, jnp.where(is_len, STOP_LENGTH, STOP_NONE)))
   stop_reason = jnp.where(active, reason, state.stop_reason)
   done = state.done | (active & (reason != STOP_NONE))
+  # a finished row keeps its last generated token: `extend` feeds it first (the stop tag of a turn
+  # is generated but not yet in the cache)
   return state.replace(tokens=constrain(tokens, ("batch", None)), logprobs=constrain(logprobs, ("batch", None)),
-                       last_token=tok, lengths=lengths, done=done, stop_reason=stop_reason, window=window,
+                       last_token=jnp.where(active, tok, state.last_token), lengths=lengths, done=done, stop_reason=stop_reason, window=window,
                        step=i + 1)
 
 
@@ -257,21 +263,57 @@ def _record(state: SamplerState, tok: jax.Array, logprob: jax.Array, stop: StopS
 # --------------------------------------------------------------------------------------------------
 
 
+def _start_segment(cfg: ModelConfig, cache: dict, logits: jax.Array, key: jax.Array, sampling: SamplingParams,
+                   stop: StopSpec, *, max_new_tokens: int, pad_id: int, positions: jax.Array, slot,
+                   active: jax.Array | None = None) -> SamplerState:
+  """A state whose token 0 is sampled from `logits` [B, V] (each row's last fed position)."""
+  b = logits.shape[0]
+  s = stop.stop_seqs.shape[-1]
+  limit = jnp.minimum(jnp.asarray(stop.max_new_tokens_per_row, jnp.int32), max_new_tokens)
+  # rows allowed no tokens at all (or not asked to continue) are finished before they start
+  idle = limit <= 0 if active is None else (limit <= 0) | ~active
+  state = SamplerState(
+      cache=constrain_cache(cfg, cache),
+      tokens=constrain(jnp.full((b, max_new_tokens), pad_id, jnp.int32), ("batch", None)),
+      logprobs=constrain(jnp.zeros((b, max_new_tokens), jnp.float32), ("batch", None)),
+      last_token=jnp.full((b,), pad_id, jnp.int32),
+      lengths=jnp.zeros((b,), jnp.int32),
+      done=idle,
+      stop_reason=jnp.where(idle, STOP_LENGTH, STOP_NONE).astype(jnp.int32),
+      window=jnp.full((b, s), _NO_TOKEN, jnp.int32),
+      positions=positions.astype(jnp.int32),
+      slot=jnp.asarray(slot, jnp.int32),
+      step=jnp.zeros((), jnp.int32),
+      key=key,
+      pad_id=pad_id,
+  )
+  # fold the step into the key: token i's randomness does not depend on how the loop is split
+  tok = sample_logits(logits, jax.random.fold_in(key, 0), sampling)
+  return _record(state, tok, _token_logprobs(logits, tok), stop, max_new_tokens)
+
+
 def prefill(cfg: ModelConfig, params, prompt_tokens: jax.Array, prompt_lengths: jax.Array, key: jax.Array,
             sampling: SamplingParams, stop: StopSpec | None = None, *, max_new_tokens: int, pad_id: int = 0,
-            cache: dict | None = None, cache_dtype=None) -> SamplerState:
-  """Forward the left-padded prompt [B, P] into a fresh (or given) cache and sample token 0."""
+            cache: dict | None = None, cache_dtype=None, cache_len: int | None = None) -> SamplerState:
+  """Forward the left-padded prompt [B, P] into a fresh (or given) cache and sample token 0.
+
+  `cache_len` (static) sizes a fresh cache; the default holds the prompt and one segment of
+  `max_new_tokens`. A multi-turn caller sizes it for every `extend` and segment to come."""
   b, p = prompt_tokens.shape
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   stop = StopSpec.make(b) if stop is None else stop
   prompt_tokens = constrain(jnp.asarray(prompt_tokens, jnp.int32), ("batch", None))
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
+  need = p + max_new_tokens - 1
   if cache is None:
+    n = cache_len or cache_length(p, max_new_tokens)
+    if n < need:
+      raise ValueError(f"cache_len={n} slots cannot hold the prompt ({p}) and {max_new_tokens} new tokens")
     # allocated inside the graph: XLA places it directly with the batch sharding below
-    cache = transformer.init_cache(cfg, b, cache_length(p, max_new_tokens), cache_dtype)
-  elif cache["segment"].shape[1] < p + max_new_tokens - 1:
-    raise ValueError(f"cache has {cache['segment'].shape[1]} slots, need {p + max_new_tokens - 1}")
+    cache = transformer.init_cache(cfg, b, n, cache_dtype)
+  elif cache["segment"].shape[1] < need:
+    raise ValueError(f"cache has {cache['segment'].shape[1]} slots, need {need}")
   else:
     # a reused cache: clear the segment ids so no stale slot is ever attended
     cache = {**cache, "segment": jnp.zeros_like(cache["segment"])}
@@ -280,27 +322,8 @@ def prefill(cfg: ModelConfig, params, prompt_tokens: jax.Array, prompt_lengths: 
   h, cache = transformer.hidden_states(cfg, params, prompt_tokens, positions, segments, cache, 0)
   # project only the last position: left padding puts every row's last real token there
   logits = transformer.lm_head(cfg, params, h[:, -1:])[:, 0]
-
-  s = stop.stop_seqs.shape[-1]
-  limit = jnp.minimum(jnp.asarray(stop.max_new_tokens_per_row, jnp.int32), max_new_tokens)
-  state = SamplerState(
-      cache=constrain_cache(cfg, cache),
-      tokens=constrain(jnp.full((b, max_new_tokens), pad_id, jnp.int32), ("batch", None)),
-      logprobs=constrain(jnp.zeros((b, max_new_tokens), jnp.float32), ("batch", None)),
-      last_token=jnp.full((b,), pad_id, jnp.int32),
-      lengths=jnp.zeros((b,), jnp.int32),
-      done=limit <= 0,  # rows allowed no tokens at all are finished before they start
-      stop_reason=jnp.where(limit <= 0, STOP_LENGTH, STOP_NONE).astype(jnp.int32),
-      window=jnp.full((b, s), _NO_TOKEN, jnp.int32),
-      prompt_lengths=prompt_lengths,
-      step=jnp.zeros((), jnp.int32),
-      key=key,
-      prompt_width=p,
-      pad_id=pad_id,
-  )
-  # fold the step into the key: token i's randomness does not depend on how the loop is split
-  tok = sample_logits(logits, jax.random.fold_in(key, 0), sampling)
-  return _record(state, tok, _token_logprobs(logits, tok), stop, max_new_tokens)
+  return _start_segment(cfg, cache, logits, key, sampling, stop, max_new_tokens=max_new_tokens, pad_id=pad_id,
+                        positions=prompt_lengths, slot=p)
 
 
 def decode(cfg: ModelConfig, params, state: SamplerState, sampling: SamplingParams,
@@ -317,18 +340,54 @@ def decode(cfg: ModelConfig, params, state: SamplerState, sampling: SamplingPara
   params = transformer.unstack_layers(params)
 
   def body(st: SamplerState):
-    fed = st.step - 1  # index of the token being fed back
+    live = ~st.done
     # finished rows feed pad with segment 0: their writes are never attended by anyone
-    seg = jnp.where(st.done, 0, 1).astype(jnp.int32)[:, None]
-    pos = (st.prompt_lengths + fed)[:, None]
-    h, cache = transformer.hidden_states(cfg, params, st.last_token[:, None], pos, seg, st.cache,
-                                         st.prompt_width + fed)
+    seg = live.astype(jnp.int32)[:, None]
+    h, cache = transformer.hidden_states(cfg, params, st.last_token[:, None], st.positions[:, None], seg,
+                                         st.cache, st.slot)
     logits = transformer.lm_head(cfg, params, h)[:, 0]
     tok = sample_logits(logits, jax.random.fold_in(st.key, st.step), sampling)
-    st = st.replace(cache=constrain_cache(cfg, cache))
+    # only rows that really fed a token advance their position: positions count real tokens
+    st = st.replace(cache=constrain_cache(cfg, cache), positions=st.positions + live, slot=st.slot + 1)
     return _record(st, tok, _token_logprobs(logits, tok), stop, max_new_tokens)
 
   return jax.lax.while_loop(cond, body, state)
+
+
+def extend(cfg: ModelConfig, params, state: SamplerState, tokens: jax.Array, lengths: jax.Array,
+           key: jax.Array, sampling: SamplingParams, stop: StopSpec | None = None, *,
+           active: jax.Array | None = None) -> SamplerState:
+  """Append `tokens` [B, E] (row b's first `lengths[b]`, e.g. a tool's observation) to the live
+  cache and sample the first token of a new segment (same buffer size as the last one).
+
+  Each row first feeds the token its last segment ended on (a stop tag is generated, not yet in
+  the cache), then its new tokens; all rows write the same E + 1 slots, a shorter row filling the
+  rest with segment-0 pads. `active` [B] bool picks the rows that generate in the new segment
+  (default: rows with something to read); the others write nothing and stay done. The new
+  segment's token i draws from fold_in(key, i), so pass a fresh key per segment."""
+  b, e = tokens.shape
+  n = state.tokens.shape[1]
+  stop = StopSpec.make(b) if stop is None else stop
+  lengths = jnp.asarray(lengths, jnp.int32)
+  pending = state.lengths > 0  # a segment that generated anything left its last token unfed
+  tokens = jnp.asarray(tokens, jnp.int32)
+  pad = jnp.full((b, 1), state.pad_id, jnp.int32)
+  feed = jnp.where(pending[:, None], jnp.concatenate([state.last_token[:, None], tokens], 1),
+                   jnp.concatenate([tokens, pad], 1))
+  # a row that generated nothing in the last segment is finished for good (nothing of it is pending)
+  active = pending if active is None else jnp.asarray(active, bool) & pending
+  feed_len = jnp.where(active, lengths + 1, 0)
+  j = jnp.arange(e + 1, dtype=jnp.int32)[None, :]
+  real = j < feed_len[:, None]
+  seg = real.astype(jnp.int32)
+  pos = state.positions[:, None] + j
+  feed = constrain(jnp.where(real, feed, state.pad_id), ("batch", None))
+  h, cache = transformer.hidden_states(cfg, params, feed, pos, seg, state.cache, state.slot)
+  # each row's next token is predicted from its last real fed position
+  last = jnp.take_along_axis(h, jnp.maximum(feed_len - 1, 0)[:, None, None], axis=1)
+  logits = transformer.lm_head(cfg, params, last)[:, 0]
+  return _start_segment(cfg, cache, logits, key, sampling, stop, max_new_tokens=n, pad_id=state.pad_id,
+                        positions=state.positions + feed_len, slot=state.slot + e + 1, active=active)
 
 
 def sample(cfg: ModelConfig, params, prompt_tokens: jax.Array, prompt_lengths: jax.Array, key: jax.Array,
@@ -348,201 +407,10 @@ def sample(cfg: ModelConfig, params, prompt_tokens: jax.Array, prompt_lengths: j
 
 # Jitted halves (Tunix style). cfg and shapes are static; the decode state -- which owns the KV cache
 # -- is donated so the while_loop updates the cache buffers in place instead of copying them.
-prefill_jit = jax.jit(prefill, static_argnames=("cfg", "max_new_tokens", "pad_id", "cache_dtype"),
+prefill_jit = jax.jit(prefill, static_argnames=("cfg", "max_new_tokens", "pad_id", "cache_dtype", "cache_len"),
                       donate_argnames=("cache",))
 decode_jit = jax.jit(decode, static_argnames=("cfg",), donate_argnames=("state",))
 sample_jit = jax.jit(sample, static_argnames=("cfg", "max_new_tokens", "pad_id", "cache_dtype"))
+extend_jit = jax.jit(extend, static_argnames=("cfg",), donate_argnames=("state",))
 
 
-# --------------------------------------------------------------------------------------------------
-# Host helpers
-# --------------------------------------------------------------------------------------------------
-
-DEFAULT_STOP_PREFIXES = ("", " ", "\n", "a", "A", ".", ",", "0", ")", "x ")
-
-
-def stop_string_variants(encode_fn: Callable[[str], Sequence[int]], stop: str,
-                         prefixes: Sequence[str] = DEFAULT_STOP_PREFIXES,
-                         suffixes: Sequence[str] = ("",)) -> list[tuple[int, ...]]:
-  """Token sequences whose generation means the text now contains `stop`.
-
-  For each prefix p (and suffix q), tokenize p + stop + q and keep the tail after the longest common
-  prefix with tokenize(p): those tokens decode to (a piece of p) + stop + q, so if they are the last
-  generated tokens the text contains `stop` -- whatever tokens merged across the boundary. Different
-  prefixes expose the different merges a BPE tokenizer makes at the stop string's left edge.
-  """
-  out: list[tuple[int, ...]] = []
-  for pre in prefixes:
-    base = list(encode_fn(pre)) if pre else []
-    for suf in suffixes:
-      ids = list(encode_fn(pre + stop + suf))
-      n = 0
-      while n < min(len(base), len(ids)) and base[n] == ids[n]:
-        n += 1
-      tail = tuple(int(t) for t in ids[n:])
-      if tail and tail not in out:
-        out.append(tail)
-  return out
-
-
-def make_stop_spec(encode_fn: Callable[[str], Sequence[int]],
-                   stop_strings_per_row: Sequence[Sequence[str] | None] | None = None, *,
-                   batch: int | None = None,
-                   eos_ids: Sequence[int] | Sequence[Sequence[int]] = (),
-                   stop_token_ids_per_row: Sequence[Sequence[int] | None] | None = None,
-                   max_new_tokens_per_row: Sequence[int] | int | None = None,
-                   prefixes: Sequence[str] = DEFAULT_STOP_PREFIXES, suffixes: Sequence[str] = ("",),
-                   max_stop_len: int | None = None, pad_multiple: int = 4) -> StopSpec:
-  """Build a StopSpec on the host.
-
-  encode_fn(text) -> token ids, WITHOUT bos (e.g. `lambda s: tok.encode(s, add_bos=False)`).
-  stop_strings_per_row: per row, a list of stop strings (each expanded by `stop_string_variants`).
-  stop_token_ids_per_row: per row, single token ids that also stop (e.g. special tokens such as
-    `<|im_end|>`), added as length-1 stop sequences.
-  eos_ids: shared [E] or per-row [B][E]. Variants longer than `max_stop_len` are dropped. The n_stop
-  and length dims are padded up to `pad_multiple` so similar requests share one compiled program.
-  """
-  if batch is None:
-    for x in (stop_strings_per_row, stop_token_ids_per_row, max_new_tokens_per_row):
-      if x is not None and not isinstance(x, int):
-        batch = len(x)
-        break
-  if batch is None:
-    raise ValueError("make_stop_spec: pass batch= when no per-row argument gives it")
-  cache: dict[str, list[tuple[int, ...]]] = {}
-  rows: list[list[tuple[int, ...]]] = []
-  for r in range(batch):
-    seqs: list[tuple[int, ...]] = []
-    for s in (stop_strings_per_row[r] if stop_strings_per_row is not None else None) or ():
-      if not s:
-        continue
-      if s not in cache:
-        cache[s] = stop_string_variants(encode_fn, s, prefixes, suffixes)
-      seqs.extend(v for v in cache[s] if v not in seqs and (max_stop_len is None or len(v) <= max_stop_len))
-    for t in (stop_token_ids_per_row[r] if stop_token_ids_per_row is not None else None) or ():
-      if (int(t),) not in seqs:
-        seqs.append((int(t),))
-    rows.append(seqs)
-  n = _round_up(max((len(s) for s in rows), default=0), pad_multiple)
-  s_len = _round_up(max((len(v) for s in rows for v in s), default=0), pad_multiple)
-  arr = np.full((batch, n, s_len), _NO_TOKEN, np.int32)
-  for r, seqs in enumerate(rows):
-    for j, v in enumerate(seqs):
-      arr[r, j, s_len - len(v):] = v  # right-aligned: the last token sits in the last column
-
-  eos = list(eos_ids)
-  if eos and isinstance(eos[0], (list, tuple, np.ndarray)):
-    width = max(len(e) for e in eos)
-    eos_arr = np.full((batch, width), _NO_TOKEN, np.int32)
-    for r, e in enumerate(eos):
-      eos_arr[r, :len(e)] = e
-  else:
-    eos_arr = np.asarray(eos, np.int32).reshape(-1)
-  return StopSpec.make(batch, eos_arr, arr, max_new_tokens_per_row)
-
-
-@dataclasses.dataclass
-class GenerateResult:
-  texts: list[str]  # decoded completions, eos dropped, cut at the first stop string
-  token_ids: list[list[int]]  # generated ids per row (including the eos / stop tokens)
-  logprobs: list[list[float]]  # raw-model log-prob of each generated id
-  stop_reasons: list[str]  # "eos" | "stop" | "length"
-  output: SampleOutput  # the device arrays (batch rows only, padding rows dropped)
-
-
-def _mesh_batch_shards() -> int:
-  """How many ways the current mesh splits the "batch" logical axis (1 without a mesh)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return 1
-  sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
-  axes = sharding_lib.logical_to_spec(("batch",))[0]
-  axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
-  return math.prod(sizes.get(a, 1) for a in axes)
-
-
-def _encode(tokenizer, text: str, add_bos: bool) -> list[int]:
-  return list(tokenizer.encode(text, add_bos=add_bos))
-
-
-def generate(cfg: ModelConfig, params, tokenizer, prompts: Sequence[str | Sequence[int]], *,
-             max_new_tokens: int = 128, temperature=0.0, top_p=1.0, top_k: int = 0,
-             stop: Sequence[str] | Sequence[Sequence[str]] | None = None,
-             stop_token_ids: Sequence[int] = (), eos_ids: Sequence[int] | None = None,
-             max_new_tokens_per_row: Sequence[int] | None = None, key: jax.Array | int = 0,
-             add_bos: bool = True, include_stop_str: bool = False, prompt_multiple: int = 32,
-             gen_multiple: int = 8) -> GenerateResult:
-  """Host convenience: tokenize, left-pad, sample with the jitted prefill/decode, decode to text.
-
-  tokenizer: duck-typed `encode(text, add_bos=...)`, `decode(ids)`, `pad_id`, `eos_ids`, `bos_id`.
-  stop: one list of stop strings for all rows, or one list per row. temperature / top_p: scalar or
-  per-row. Prompt width and max_new_tokens are bucketed (`prompt_multiple`, `gen_multiple`) and the
-  batch is padded to the mesh's batch shards, so repeated calls reuse compiled programs.
-  """
-  n_rows = len(prompts)
-  if n_rows == 0:
-    return GenerateResult([], [], [], [], SampleOutput(*(jnp.zeros((0,)),) * 4))
-  pad_id = int(getattr(tokenizer, "pad_id", 0) or 0)
-  encoded = [_encode(tokenizer, p, add_bos) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
-  if any(len(e) == 0 for e in encoded):
-    raise ValueError("every prompt needs at least one token (use add_bos=True for empty prompts)")
-  if eos_ids is None:
-    eos_ids = tuple(getattr(tokenizer, "eos_ids", None) or cfg.eos_token_ids)
-
-  # pad the batch with dummy rows (limit 0: they finish immediately) so it splits over the mesh
-  b = _round_up(n_rows, _mesh_batch_shards())
-  width = _round_up(max(len(e) for e in encoded), prompt_multiple)
-  n_gen = _round_up(max_new_tokens, gen_multiple)
-  prompt = np.full((b, width), pad_id, np.int32)
-  lengths = np.ones((b,), np.int32)
-  for r, e in enumerate(encoded):
-    prompt[r, width - len(e):] = e
-    lengths[r] = len(e)
-
-  if stop is None:
-    stop_rows: list[Sequence[str] | None] = [None] * n_rows
-  elif len(stop) and not isinstance(stop[0], str):
-    stop_rows = [list(s) if s else None for s in stop]  # type: ignore[arg-type]
-  else:
-    stop_rows = [list(stop)] * n_rows  # type: ignore[list-item]
-  limits = np.zeros((b,), np.int32)
-  limits[:n_rows] = max_new_tokens if max_new_tokens_per_row is None else np.minimum(
-      np.asarray(max_new_tokens_per_row, np.int32), max_new_tokens)
-  spec = make_stop_spec(lambda s: _encode(tokenizer, s, False), stop_rows + [None] * (b - n_rows), batch=b,
-                        eos_ids=tuple(eos_ids), stop_token_ids_per_row=[list(stop_token_ids)] * b,
-                        max_new_tokens_per_row=limits)
-
-  def per_row(x, fill):
-    v = np.broadcast_to(np.asarray(x, np.float32), (n_rows,))
-    return jnp.asarray(np.concatenate([v, np.full((b - n_rows,), fill, np.float32)]))
-
-  # dummy rows: greedy, no nucleus (so they never trigger the full-vocab sort)
-  sampling = SamplingParams(temperature=per_row(temperature, 0.0), top_p=per_row(top_p, 1.0), top_k=int(top_k))
-  if isinstance(key, (int, np.integer)):
-    key = jax.random.key(int(key))
-  state = prefill_jit(cfg, params, jnp.asarray(prompt), jnp.asarray(lengths), key, sampling, spec,
-                      max_new_tokens=n_gen, pad_id=pad_id)
-  out = decode_jit(cfg, params, state, sampling, spec).output()
-  out = jax.tree.map(lambda x: x[:n_rows], out)
-
-  tokens, lens, reasons, lps = jax.device_get((out.tokens, out.lengths, out.stop_reason, out.logprobs))
-  stop_strings = [list(s or ()) for s in stop_rows]
-  texts, ids_out, lp_out, reason_out = [], [], [], []
-  for r in range(n_rows):
-    ids = [int(t) for t in tokens[r, :lens[r]]]
-    ids_out.append(ids)
-    lp_out.append([float(x) for x in lps[r, :lens[r]]])
-    text_ids = ids[:-1] if reasons[r] == STOP_EOS else ids
-    text = tokenizer.decode(text_ids)
-    # exact text-level stop: cut at the earliest occurrence (the in-graph check may fire late or not)
-    cut, reason = None, STOP_REASON_NAMES[int(reasons[r])]
-    for s in stop_strings[r]:
-      j = text.find(s) if s else -1
-      if j >= 0 and (cut is None or j < cut[0]):
-        cut = (j, s)
-    if cut is not None:
-      text = text[:cut[0] + (len(cut[1]) if include_stop_str else 0)]
-      reason = "stop"
-    texts.append(text)
-    reason_out.append(reason)
-  return GenerateResult(texts, ids_out, lp_out, reason_out, out)
