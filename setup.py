@@ -13,6 +13,7 @@ CORE = [
     "ml-collections>=0.1.1",
     "safetensors>=0.4.3",
     "tokenizers>=0.19.1",
+    "jinja2>=3.1.6",  # checkpoints' own chat templates (sandboxed; older versions have sandbox escapes)
     "numpy>=1.26",
     "gguf>=0.10.0",  # GGUF import is part of the public load_pretrained API
     "absl-py>=2.0",

@@ -42,7 +42,9 @@ def test_info_reports_youtu_size(capsys):
 
 def test_generate_with_smollm2_answers_paris(capsys):
   assert cli.main(["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "16"]) == 0
-  assert "Paris" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  # the whole greedy answer, through our chat template (the GGUF's own), sampler and EOS stop
+  assert out.startswith("### What is the capital of France?\nThe capital of France is Paris.\n[stop: "), out
 
 
 def test_info_from_config_file_with_overrides(capsys):

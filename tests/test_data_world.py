@@ -114,10 +114,12 @@ def test_scoring():
   assert math_match("7", ["7"]) == 0.0 and math_match("7", ["7"], require_boxed=False) == 1.0
 
 
-def test_throughput_and_outcome_mix():
+def test_generation_report_and_outcome_mix():
+  # speed is a benchmark figure (benchmarks/data_generation.py, BUILD_NOTES), never asserted here
   r = measure_throughput(300, GenConfig(seed=2))
-  assert r["traj_per_s"] > 100 and 0.3 < r["success_rate"] < 0.95
+  assert r["n"] == 300 and r["seconds"] > 0 and r["tokens_per_traj"] > 50 and 0.3 < r["success_rate"] < 0.95
   trajs = list(generate(GenConfig(seed=2), 300))
+  assert r["success_rate"] == sum(t.score for t in trajs) / 300  # the same seeded trajectories
   assert {t.task.domain for t in trajs} == {"search", "math"}
   assert {t.meta["policy"] for t in trajs} == set(NOISE)
   assert all(isinstance(Trajectory.from_json(t.to_json()), Trajectory) for t in trajs[:50])

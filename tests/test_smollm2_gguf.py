@@ -118,4 +118,4 @@ def test_greedy_answers_paris(ours, tokenizer):
       break
   text = tokenizer.decode(buf[0, len(ids):t + 1])
   print("greedy:", repr(text))
-  assert "Paris" in text
+  assert text == "The capital of France is Paris.<|im_end|>"  # the whole answer, then EOS

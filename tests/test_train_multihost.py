@@ -78,8 +78,10 @@ def test_two_processes_match_one(tmp_path):
   m, r = _metrics(multi), _metrics(single)
   assert [x["step"] for x in m] == [x["step"] for x in r] == [1, 2, 3, 4]
   assert [x["tokens"] for x in m] == [x["tokens"] for x in r]  # same global batches
+  rel = {k: max(abs(a[k] / b[k] - 1) for a, b in zip(m, r)) for k in ("loss", "grad_norm")}
+  print(f"2 processes vs 1: max relative difference loss {rel['loss']:.3g}, grad_norm {rel['grad_norm']:.3g}")
   np.testing.assert_allclose([x["loss"] for x in m], [x["loss"] for x in r], rtol=2e-6, atol=0)
-  np.testing.assert_allclose([x["grad_norm"] for x in m], [x["grad_norm"] for x in r], rtol=2e-5, atol=0)
+  np.testing.assert_allclose([x["grad_norm"] for x in m], [x["grad_norm"] for x in r], rtol=2e-6, atol=0)
   assert r[-1]["loss"] < r[0]["loss"]  # it trains
   assert sorted(os.listdir(multi / "checkpoints")) == ["2", "4"]
   assert {"config.json", "model.safetensors", "tokenizer.model"} <= set(os.listdir(multi / "hf"))

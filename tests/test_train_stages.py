@@ -209,6 +209,29 @@ def test_chat_masks_train_assistant_turns_only():
     assert mid.sum() > mask.sum()  # mid-training also trains the prompt, never observations
 
 
+def test_chat_segments_with_smollm2_own_template():
+  """FE-SFT on SmolLM2 renders with the GGUF's own jinja template (foresight tags added as tokens):
+  the prefix-by-prefix segmentation covers the whole rendering, and the trained spans are exactly
+  the assistant messages, each closed by <|im_end|>."""
+  from foresight_jax import assets
+  from foresight_jax.data.foresight import ForesightConfig, build_dataset
+  from foresight_jax.data.generate import GenConfig, generate
+  from foresight_jax.tokenizer import SMOLLM2_SYSTEM, Tokenizer
+  tok = stages_data.add_foresight_tokens(Tokenizer.load(assets.smollm2_gguf()))
+  assert tok.uses_jinja and tok.chat_template == "chatml" and tok.is_single_token("<foresight>")
+  for t in build_dataset(list(generate(GenConfig(seed=3), 4)), ForesightConfig(n_branches=2)):
+    msgs = stages_data.chat_messages(t, tok.chat_template, None)
+    text = tok.apply_chat_template(msgs, add_generation_prompt=False)
+    assert text.startswith(f"<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n")  # the template's default
+    ex = stages_data.tokenize_chat(t, tok, "sft")
+    ids, mask = ex["tokens"], ex["loss_mask"].astype(bool)
+    assert tok.decode(ids) == text  # no BOS: SmolLM2 adds none
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
+    spans = [tok.decode(ids[a:b]) for a, b in zip(edges[::2], edges[1::2])]
+    assert spans == [m["content"] + "<|im_end|>" for m in msgs if m["role"] == "assistant"]
+    assert all("<foresight>" in s for s in spans)
+
+
 def test_resize_vocab_mean_rows():
   from foresight_jax.models import params as params_lib, presets
   from foresight_jax.sharding import make_mesh

@@ -1,16 +1,19 @@
 """Short real runs of both stages through `foresight-jax train` (subprocesses, 2 CPU devices).
 
 WM-AMT tiny from scratch (own sentencepiece, synthetic world) -> metrics.jsonl + HF export with
-its tokenizer; FE-SFT initialised from that export; resume of the WM-AMT run; and a model-shape
-mismatch against the WM-AMT checkpoint, which must fail before any compute.
+its tokenizer; FE-SFT initialised from that export; the same WM-AMT run SIGKILLed after a
+checkpoint and resumed, bitwise equal to the uninterrupted one; and a model-shape mismatch against
+the WM-AMT checkpoint, which must fail before any compute.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -20,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = ["--config.data.branches=2", "--config.train.progress=False", "--config.train.tensorboard=False"]
 WM_ARGS = ["--config", "configs/wm_amt.py:tiny", "--config.data.synthetic=48", "--config.data.seq_len=128",
            "--config.data.batch_size=4", "--config.train.checkpoint_every=2", *COMMON]
+WM_STEPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +50,16 @@ def _metrics(workdir) -> list[dict]:
 @pytest.fixture(scope="module")
 def wm(env, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("wm_amt")
-  p = _train(env, *WM_ARGS, "--config.train.steps=4", f"--config.workdir={workdir}")
+  p = _train(env, *WM_ARGS, f"--config.train.steps={WM_STEPS}", f"--config.workdir={workdir}")
   return workdir, p
 
 
 def test_wm_amt_tiny_run(wm):
   workdir, p = wm
   done = json.loads(p.stdout.strip().splitlines()[-1])
-  assert done["status"] == "completed" and done["step"] == 4 and done["export_dir"] == str(workdir / "hf")
+  assert done["status"] == "completed" and done["step"] == WM_STEPS and done["export_dir"] == str(workdir / "hf")
   recs = _metrics(workdir)
-  assert [r["step"] for r in recs] == [1, 2, 3, 4]
+  assert [r["step"] for r in recs] == list(range(1, WM_STEPS + 1))
   assert all(math.isfinite(r["loss"]) and r["tokens"] > 0 for r in recs)
   assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"} <= set(os.listdir(workdir / "hf"))
   from foresight_jax.tokenizer import Tokenizer
@@ -97,15 +101,58 @@ def test_fe_sft_from_wm_export(env, wm, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # FE-SFT started from WM-AMT's weights
 
 
-def test_wm_amt_resumes(env, wm, tmp_path):
-  import shutil
-  workdir = tmp_path / "wm_resume"
-  shutil.copytree(wm[0], workdir)
-  before = (workdir / "tokenizer" / "tokenizer.model").read_bytes()
-  p = _train(env, *WM_ARGS, "--config.train.steps=6", f"--config.workdir={workdir}")
-  assert "resumed from checkpoint step 4" in p.stdout
-  assert [r["step"] for r in _metrics(workdir)] == [1, 2, 3, 4, 5, 6]
-  assert (workdir / "tokenizer" / "tokenizer.model").read_bytes() == before  # never retrained
+# `foresight-jax train`, unchanged except that once step >= 3 has finished and checkpoint 2 is on
+# disk the process says so and waits, so the test can SIGKILL it at a known point after a checkpoint
+# (a timing-based kill could miss a run this short). The hook only sleeps: no number changes.
+_PAUSE_AFTER_CHECKPOINT = textwrap.dedent("""
+    import os, sys, time
+    from foresight_jax.train import cli_train, loop
+    train = loop.train
+
+    def paused(model_cfg, tcfg, data_iter, workdir, **kw):
+      def hook(rec):
+        if rec["step"] >= 3 and os.path.isdir(os.path.join(workdir, "checkpoints", "2")):
+          print(f"PAUSED after step {rec['step']}", flush=True)
+          time.sleep(300)
+      return train(model_cfg, tcfg, data_iter, workdir, on_step_end=hook, **kw)
+
+    loop.train = paused
+    sys.exit(cli_train.main(sys.argv[1:]))
+""")
+
+
+def test_wm_amt_sigkill_after_checkpoint_resumes_bitwise(env, wm, tmp_path):
+  """The real pipeline (synthetic world -> augment -> sentencepiece -> grain packing) inside the
+  trainer: killed with SIGKILL after a checkpoint, restarted with the same command, its per-step
+  loss and grad norm equal the uninterrupted run's (`wm`) bit for bit, so the grain iterator
+  state restored with the checkpoint puts the stream exactly where it was."""
+  workdir = tmp_path / "wm_killed"
+  args = [*WM_ARGS, f"--config.train.steps={WM_STEPS}", f"--config.workdir={workdir}"]
+  proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_CHECKPOINT, *args], env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    line = ""
+    for line in proc.stdout:  # blocks until the hook pauses (or the run ends: a failure)
+      if line.startswith("PAUSED"):
+        break
+    assert line.startswith("PAUSED"), f"rc={proc.wait(30)}: run ended unpaused\n{proc.stderr.read()[-3000:]}"
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+  assert proc.returncode == -signal.SIGKILL
+  killed_at = int(line.split()[-1])
+  ckpts = sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
+  assert ckpts and max(ckpts) <= killed_at < WM_STEPS, (ckpts, killed_at)
+  tokenizer = (workdir / "tokenizer" / "tokenizer.model").read_bytes()
+  p = _train(env, *args)
+  assert f"resumed from checkpoint step {max(ckpts)}" in p.stdout, (ckpts, p.stdout[-2000:])
+  assert (workdir / "tokenizer" / "tokenizer.model").read_bytes() == tokenizer  # never retrained
+  got = {r["step"]: (r["loss"], r["grad_norm"], r["tokens"]) for r in _metrics(workdir)}
+  ref = {r["step"]: (r["loss"], r["grad_norm"], r["tokens"]) for r in _metrics(wm[0])}
+  assert sorted(got) == sorted(ref) == list(range(1, WM_STEPS + 1))
+  diff = {s: (ref[s], got[s]) for s in ref if ref[s] != got[s]}  # exact float equality: bitwise
+  assert not diff, f"killed after step {killed_at}, resumed from {max(ckpts)}: {diff}"
+  print(f"killed after step {killed_at}, checkpoints {ckpts}; steps 1-{WM_STEPS} bitwise equal")
 
 
 def test_checkpoint_mismatch_before_compute(wm, monkeypatch, capsys):

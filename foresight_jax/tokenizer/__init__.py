@@ -4,8 +4,12 @@
     tok = Tokenizer.load("path/to/model.gguf")        # or tokenizer.json / dir / .model
     ids = tok.encode_chat([{"role": "user", "content": "hi"}])
 
+Chats render with the checkpoint's own jinja template when it has one (as transformers does),
+else with a built-in family template (our sentencepiece tokenizers: "plain").
+
 Modules: `core` (Tokenizer), `loaders` (path dispatch), `gguf_vocab` (GGUF -> tokenizers BPE),
-`train` (sentencepiece training), `chat` (per-family templates), `tokens` (constants).
+`train` (sentencepiece training), `jinja` (checkpoint templates), `chat` (built-in per-family
+templates, the fallback), `tokens` (constants).
 """
 from foresight_jax.tokenizer.chat import (CHAT_TEMPLATES, QWEN25_SYSTEM, SMOLLM2_SYSTEM,
                                           detect_chat_template, render_chat)

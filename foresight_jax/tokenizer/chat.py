@@ -1,7 +1,12 @@
-"""Chat templates, written in Python per family (no jinja).
+"""Built-in chat templates, written in Python per family: the fallback when a checkpoint has none.
 
-Each renderer turns `[{"role": ..., "content": ...}, ...]` into the exact string the family's
-model was trained on. The families:
+A checkpoint that carries its own jinja template (HF tokenizer_config.json `chat_template`, GGUF
+`tokenizer.chat_template`) is rendered with that template (`foresight_jax.tokenizer.jinja`, as
+transformers does); these renderers serve tokenizers without one, above all our own sentencepiece
+tokenizers ("plain"), and name the family (`Tokenizer.chat_template`) that callers branch on.
+`detect_chat_template` maps a jinja template to its family.
+
+Each renderer turns `[{"role": ..., "content": ...}, ...]` into the string below. The families:
 
 - ``chatml`` (Qwen2/2.5/3, SmolLM2)::
 
@@ -19,15 +24,15 @@ model was trained on. The families:
   Content is stripped, as Meta's template does (jinja ``| trim``). The BOS is part of the string,
   so encode the result with ``add_bos=False``. Llama-3.1's dated system header is not emitted
   unless passed as ``default_system``.
-- ``youtu`` (Tencent Youtu-LLM-2B). ASSUMPTION: the official jinja was not available offline. What
-  is known (the model's tokenizer metadata as summarised in third-party audits): BOS
-  ``<|begin_of_text|>`` (128000), EOS ``<|end_of_text|>`` (128001), and role markers ``<|User|>`` /
-  ``<|Assistant|>``, i.e. the DeepSeek-V3 layout. We render that layout::
+- ``youtu`` (Tencent Youtu-LLM-2B). ASSUMPTION, used only for a Youtu tokenizer without its own
+  template: a real Youtu checkpoint's tokenizer_config.json carries its jinja, and that is what
+  gets rendered. What is known (the model's tokenizer metadata as summarised in third-party
+  audits): BOS ``<|begin_of_text|>`` (128000), EOS ``<|end_of_text|>`` (128001), and role markers
+  ``<|User|>`` / ``<|Assistant|>``, i.e. the DeepSeek-V3 layout. We render that layout::
 
       <|begin_of_text|>{system}<|User|>{user}<|Assistant|>{assistant}<|end_of_text|><|User|>...<|Assistant|>
 
-  Verify against ``tokenizer.apply_chat_template`` of the real checkpoint before relying on it;
-  roles other than system/user/assistant are rejected.
+  Roles other than system/user/assistant are rejected.
 - ``plain`` (our own sentencepiece tokenizers; markers are user-defined pieces, see
   :data:`~foresight_jax.tokenizer.tokens.PLAIN_CHAT_TOKENS`)::
 
@@ -63,6 +68,19 @@ def _checked(messages: Sequence[Message]) -> list[tuple[str, str]]:
     if not isinstance(role, str) or not isinstance(content, str):
       raise ValueError(f"message {i}: role and content must be strings, got {m!r}")
     out.append((role, content))
+  return out
+
+
+def checked_messages(messages: Sequence[Mapping]) -> list[dict]:
+  """Copies of `messages` for a jinja template: a non-empty list of dicts, each with a string
+  'role' (content may be a string, a list of content blocks, or absent next to tool_calls)."""
+  if isinstance(messages, (str, bytes, Mapping)) or not messages:
+    raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+  out = []
+  for i, m in enumerate(messages):
+    if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+      raise ValueError(f"message {i} must be a dict with a string 'role': {m!r}")
+    out.append(dict(m))
   return out
 
 

@@ -130,18 +130,31 @@ class _TokenizersBackend:
 
 
 class Tokenizer:
-  """One interface over a sentencepiece or `tokenizers` backend, plus the family's chat template.
+  """One interface over a sentencepiece or `tokenizers` backend, plus a chat template.
 
-  Build with `Tokenizer.load(path)` or `train_sentencepiece(...)`. `chat_template` names a family
-  in `CHAT_TEMPLATES` and overrides detection; by default the family is detected from `jinja`
-  (tokenizer_config.json / GGUF chat_template), else guessed from the vocabulary's markers, else
-  "plain". `default_system` likewise overrides the system prompt detected from the jinja.
+  Build with `Tokenizer.load(path)` or `train_sentencepiece(...)`.
+
+  Chat rendering: when the checkpoint carries its own jinja template (`jinja`: tokenizer_config.json
+  `chat_template`, or GGUF `tokenizer.chat_template`), `apply_chat_template` renders that template
+  as transformers does (`foresight_jax.tokenizer.jinja`); `uses_jinja` says so. Otherwise (our
+  sentencepiece tokenizers, or a checkpoint without a template) it renders the built-in family
+  template of `foresight_jax.tokenizer.chat`.
+
+  `chat_template` is always a family name in `CHAT_TEMPLATES` (callers branch on it, e.g. the
+  role of tool observations): detected from the jinja, else guessed from the vocabulary's markers,
+  else "plain". Passing `chat_template` explicitly picks that built-in renderer instead of the
+  jinja (unless `use_jinja=True`). `default_system`: with the built-in renderer, the system turn
+  written when a conversation opens without one (default: the one detected in the jinja); with
+  the jinja, a given string is added as a first system message (default: none added, the
+  template decides). `special_tokens`: the named special tokens the template sees (`bos_token`,
+  `eos_token`, ...); by default built from the special ids.
   """
 
   def __init__(self, backend, *, bos_id: int | None = None, eos_ids: Sequence[int] = (),
                pad_id: int | None = None, chat_template: str | None = None,
                default_system: str | None = _UNSET, jinja: str | None = None,
-               default_add_bos: bool = False, source: str = ""):
+               default_add_bos: bool = False, source: str = "", use_jinja: bool | None = None,
+               special_tokens: Mapping[str, str] | None = None):
     self._backend = backend
     self.source = source
     self.jinja_template = jinja
@@ -151,6 +164,9 @@ class Tokenizer:
     eos += [i for i in (backend.token_to_id(t) for t in END_OF_TURN_TOKENS) if i is not None]
     self._eos = tuple(dict.fromkeys(eos))
     self._pad = pad_id if pad_id is not None else (self._eos[0] if self._eos else 0)
+    if use_jinja is None:
+      use_jinja = chat_template is None
+    self.uses_jinja = bool(use_jinja and jinja)
     detected = _chat.detect_chat_template(jinja)
     if chat_template is None:
       chat_template = detected[0] if detected else _chat.template_from_vocab(self.is_single_token)
@@ -158,20 +174,30 @@ class Tokenizer:
       raise ValueError(
           f"unknown chat template {chat_template!r}; expected one of {_chat.CHAT_TEMPLATES}")
     self.chat_template = chat_template
+    self._system_given = default_system is not _UNSET
     if default_system is _UNSET:
       default_system = detected[1] if detected and detected[0] == chat_template else None
     self.default_system = default_system
+    if special_tokens is None:
+      names = (("bos_token", bos_id), ("eos_token", self._eos[0] if self._eos else None),
+               ("pad_token", pad_id))
+      special_tokens = {k: self.id_to_token(i) for k, i in names if i is not None}
+    self.special_tokens = {k: v for k, v in special_tokens.items() if isinstance(v, str)}
 
   # ---- construction ----------------------------------------------------------------------------
   @classmethod
   def load(cls, path: str | os.PathLike, *, chat_template: str | None = None,
            default_system: str | None = _UNSET) -> "Tokenizer":
     """Load a sentencepiece `.model`, a `tokenizer.json`, a directory holding either (with an
-    optional tokenizer_config.json), or a `.gguf` file. Raises ValueError naming the path."""
+    optional tokenizer_config.json), or a `.gguf` file. Raises ValueError naming the path.
+
+    `chat_template` (a family name) renders chats with that built-in template instead of the
+    checkpoint's own jinja; `default_system` as in the class docstring."""
     from foresight_jax.tokenizer import loaders
     kwargs = loaders.load_kwargs(os.fspath(path))
-    if chat_template is not None:
+    if chat_template is not None:  # a built-in family instead of the checkpoint's own template
       kwargs["chat_template"] = chat_template
+      kwargs["use_jinja"] = False
     if default_system is not _UNSET:
       kwargs["default_system"] = default_system
     return cls(**kwargs)
@@ -194,7 +220,8 @@ class Tokenizer:
   def save(self, directory: str | os.PathLike) -> str:
     """Write `tokenizer.json` (or `tokenizer.model`) and `tokenizer_config.json` into `directory`
     so that `Tokenizer.load(directory)` gives back this tokenizer (special ids, chat family,
-    default system prompt and the original jinja template included). Returns the directory."""
+    default system prompt and the original jinja template included; transformers'
+    `AutoTokenizer.from_pretrained(directory)` reads the same jinja). Returns the directory."""
     import json
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
@@ -209,8 +236,11 @@ class Tokenizer:
         "pad_token": tok(self._pad), "add_bos_token": self.default_add_bos,
         "foresight_eos_tokens": [tok(i) for i in self._eos],
         "foresight_chat_template": self.chat_template,
-        "foresight_default_system": self.default_system,
+        "foresight_use_jinja": self.uses_jinja,
     }
+    cfg.update({k: v for k, v in self.special_tokens.items() if k not in cfg})
+    if not self.uses_jinja or self._system_given:  # with the jinja, the template's own default rules
+      cfg["foresight_default_system"] = self.default_system
     if self.backend_kind == "tokenizers":
       cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     if self.jinja_template:
@@ -303,18 +333,44 @@ class Tokenizer:
     return self._backend.add_tokens(list(tokens), special)
 
   # ---- chat ------------------------------------------------------------------------------------
-  def apply_chat_template(self, messages: Sequence[Mapping[str, str]],
+  def apply_chat_template(self, messages: Sequence[Mapping[str, Any]],
                           add_generation_prompt: bool = True,
-                          default_system: str | None = _UNSET) -> str:
-    """Render `messages` with this tokenizer's chat family (see `foresight_jax.tokenizer.chat`)."""
-    system = self.default_system if default_system is _UNSET else default_system
-    return _chat.render_chat(messages, self.chat_template,
-                             add_generation_prompt=add_generation_prompt, default_system=system)
+                          default_system: str | None = _UNSET, **template_vars: Any) -> str:
+    """Render `messages` with the checkpoint's own jinja template when it has one (as
+    transformers' `apply_chat_template(..., tokenize=False)` does), else with the built-in family
+    template (`foresight_jax.tokenizer.chat`).
 
-  def encode_chat(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True,
-                  default_system: str | None = _UNSET) -> list[int]:
+    `default_system`: see the class docstring. `template_vars` (jinja only): extra variables for
+    the template, e.g. `enable_thinking=False`, `tools=[...]`, `documents=[...]`, `date_string`."""
+    if not self.uses_jinja:
+      if template_vars:
+        raise ValueError(f"the built-in {self.chat_template!r} chat template takes no template variables "
+                         f"({sorted(template_vars)}); this tokenizer has no jinja template of its own")
+      system = self.default_system if default_system is _UNSET else default_system
+      return _chat.render_chat(messages, self.chat_template,
+                               add_generation_prompt=add_generation_prompt, default_system=system)
+    from foresight_jax.tokenizer import jinja as _jinja
+    msgs = _chat.checked_messages(messages)
+    if default_system is _UNSET:
+      default_system = self.default_system if self._system_given else None
+    if default_system is not None and msgs[0]["role"] != "system":
+      msgs = [{"role": "system", "content": default_system}] + msgs
+    return _jinja.render(self.jinja_template, msgs, add_generation_prompt=add_generation_prompt,
+                         special_tokens=self.special_tokens, **template_vars)
+
+  def chat_template_writes_bos(self, text: str | None = None) -> bool:
+    """Whether rendered chats already start with the BOS token (so encoders must not add one)."""
+    if not self.uses_jinja:
+      return _chat.TEMPLATE_HAS_BOS[self.chat_template]
+    bos = self.id_to_token(self._bos) if self._bos is not None else None
+    if text is None:
+      text = self.apply_chat_template([{"role": "user", "content": "x"}])
+    return bool(bos) and text.startswith(bos)
+
+  def encode_chat(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                  default_system: str | None = _UNSET, **template_vars: Any) -> list[int]:
     """`encode(apply_chat_template(...))`, with BOS added when the template does not write one
     and the tokenizer adds one by default (our sentencepiece models)."""
-    text = self.apply_chat_template(messages, add_generation_prompt, default_system)
-    add_bos = self.default_add_bos and not _chat.TEMPLATE_HAS_BOS[self.chat_template]
+    text = self.apply_chat_template(messages, add_generation_prompt, default_system, **template_vars)
+    add_bos = self.default_add_bos and not self.chat_template_writes_bos(text)
     return self.encode(text, add_bos=add_bos)

@@ -15,6 +15,9 @@ from typing import Any
 from foresight_jax.tokenizer.core import _SentencePieceBackend, _TokenizersBackend
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+# transformers' SPECIAL_TOKENS_ATTRIBUTES: the named special tokens a chat template sees
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
+                       "mask_token")
 _EOS_GUESSES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|im_end|>")
 
 
@@ -93,12 +96,18 @@ def _special_kwargs(backend, cfg: dict[str, Any], source: str) -> dict[str, Any]
     add_bos = isinstance(backend, _SentencePieceBackend) or (
         isinstance(backend, _TokenizersBackend) and backend.template_bos() is not None)
   extra_eos = [backend.token_to_id(t) for t in cfg.get("foresight_eos_tokens") or []]
+  # what transformers passes to the template as bos_token, eos_token, ...: the config's strings
+  special = {k: _token_str(cfg.get(k)) for k in SPECIAL_TOKEN_NAMES}
   kwargs = dict(backend=backend, bos_id=bos, pad_id=pad, jinja=_jinja(cfg.get("chat_template")),
                 eos_ids=[eos] + extra_eos + cfg.get("_generation_eos_ids", []),
-                default_add_bos=add_bos, source=source)
-  # Written by `Tokenizer.save`: the chat family and system prompt chosen when it was saved.
+                default_add_bos=add_bos, source=source,
+                special_tokens={k: v for k, v in special.items() if v is not None} or None)
+  # Written by `Tokenizer.save`: the chat family and system prompt chosen when it was saved. The
+  # checkpoint's own jinja is rendered unless the save said otherwise (saves before
+  # foresight_use_jinja existed rendered the family: the jinja is the truth for them too).
   if cfg.get("foresight_chat_template"):
     kwargs["chat_template"] = cfg["foresight_chat_template"]
+    kwargs["use_jinja"] = bool(cfg.get("foresight_use_jinja", True))
   if "foresight_default_system" in cfg:
     kwargs["default_system"] = cfg["foresight_default_system"]
   return kwargs
@@ -128,9 +137,14 @@ def _load_tokenizer_json(path: str) -> _TokenizersBackend:
 def _gguf_kwargs(path: str) -> dict[str, Any]:
   from foresight_jax.tokenizer.gguf_vocab import load_gguf_tokenizer
   tk, meta = load_gguf_tokenizer(path)
+  # the named special tokens transformers' GGUF conversion sets (what a chat template sees)
+  ids = {"bos_token": meta["bos_id"], "eos_token": meta["eos_id"], "unk_token": meta["unknown_id"],
+         "pad_token": meta["padding_id"]}
+  special = {k: tk.id_to_token(i) for k, i in ids.items() if i is not None}
   return dict(backend=_TokenizersBackend(tk), bos_id=meta["bos_id"],
               eos_ids=[meta["eos_id"], meta["eot_id"], meta["eom_id"]], pad_id=meta["padding_id"],
-              jinja=meta["chat_template"], default_add_bos=bool(meta["add_bos_token"]), source=path)
+              jinja=meta["chat_template"], default_add_bos=bool(meta["add_bos_token"]), source=path,
+              special_tokens={k: v for k, v in special.items() if v is not None})
 
 
 def load_kwargs(path: str) -> dict[str, Any]:

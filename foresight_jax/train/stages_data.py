@@ -36,7 +36,6 @@ from foresight_jax.data.pipeline_tokenize import MODES
 from foresight_jax.data.render import Segment, render_prompt, render_segments, render_turn
 from foresight_jax.data.schema import Trajectory
 from foresight_jax.tokenizer import FORESIGHT_TOKENS, Tokenizer
-from foresight_jax.tokenizer.chat import TEMPLATE_HAS_BOS
 from foresight_jax.train.stages_config import TRAIN_SENTENCEPIECE, ConfigError, data_paths
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,8 @@ def tokenize_chat(traj: Trajectory, tok: Tokenizer, mode: str, variant: str | No
   table = MODES[mode]
   segs = chat_segments(traj, tok, variant)
   encoded = tok.encode_batch([s.text for s in segs])
-  bos = tok.bos_id if tok.default_add_bos and not TEMPLATE_HAS_BOS[tok.chat_template] else None
+  text = "".join(sg.text for sg in segs)
+  bos = tok.bos_id if tok.default_add_bos and not tok.chat_template_writes_bos(text) else None
   ids, mask = ([bos], [0]) if bos is not None else ([], [])
   for seg, e in zip(segs, encoded):
     ids += e
