@@ -261,3 +261,39 @@ def test_errors(worlds, tok, dense_index):
     ds.search_observation(dense_index, tokens, mask, k=4)  # observation heads exist for topk=3
   with pytest.raises(ValueError, match=f"k={len(docs) + 1}.*{len(docs)} docs"):
     ds.search(dense_index, tokens, mask, k=len(docs) + 1)
+
+
+def test_groups_restrict_each_row_to_its_own_world(worlds, tok):
+  """One index over two worlds: a row with group g only retrieves world g's docs, and its top-k
+  equals the top-k of an index built over world g alone (world search semantics per task)."""
+  docs = worlds[0].docs + worlds[1].docs
+  groups = [0] * len(worlds[0].docs) + [1] * len(worlds[1].docs)
+  both = ds.build_index(docs, tok, doc_groups=groups)
+  queries = _doc_phrase_queries(worlds[1].docs, 16, seed=3) + _doc_phrase_queries(worlds[0].docs, 16, seed=4)
+  row_group = np.asarray([1] * 16 + [0] * 16, np.int32)
+  tokens, mask = ds.encode_queries(tok, queries, 64)
+  ids, _ = jax.jit(ds.search, static_argnames="k")(both, tokens, mask, k=3, groups=row_group)
+  ids = np.asarray(ids)
+  assert (np.asarray(groups)[ids] == row_group[:, None]).all()
+  for g, rows in ((0, slice(16, 32)), (1, slice(0, 16))):
+    alone = ds.build_index(worlds[g].docs, tok)
+    ref, _ = _search(alone, tok, queries[rows])
+    offset = 0 if g == 0 else len(worlds[0].docs)
+    # BM25 statistics differ between the joint and the per-world index (idf, avgdl), so compare
+    # the best doc only, which a doc-phrase query pins down
+    assert (ids[rows, 0] - offset == ref[:, 0]).mean() >= 0.9
+  with pytest.raises(ValueError, match="doc_groups"):
+    ds.build_index(docs, tok, doc_groups=[0])
+
+
+def test_chat_affixes_wrap_the_observation(worlds, tok):
+  """Custom affixes (a chat template's end-of-turn and tool header) replace the raw format's
+  newlines; the docs in between are unchanged."""
+  pre, suf = "<|end|>\n<|tool|>\n<information>", "</information><|end|>\n<|assistant|>\n"
+  index = ds.build_index(worlds[0].docs, tok, affixes=(pre, suf))
+  obs, n = jax.jit(ds.observation)(index, np.asarray([[4, 0, 9]], np.int32))
+  text = tok.decode([int(t) for t in np.asarray(obs)[0, :int(n[0])]])
+  docs = [worlds[0].docs[i] for i in (4, 0, 9)]
+  assert text == pre + format_docs(docs) + suf
+  with pytest.raises(ValueError, match="must hold"):
+    ds.build_index(worlds[0].docs, tok, affixes=("<|tool|>", suf))

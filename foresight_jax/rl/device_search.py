@@ -55,6 +55,7 @@ from foresight_jax.tokenizer.tokens import FORESIGHT_TOKENS
 
 DEFAULT_DENSE_LIMIT = 1 << 26  # D * V elements (256 MiB of float32) above which M is stored sparse
 OBS_OPEN, OBS_CLOSE = "<information>", "</information>"
+_OTHER_GROUP = -1e30  # the score of a doc outside the row's group
 _HIGHEST = jax.lax.Precision.HIGHEST  # GPUs would otherwise score in TF32 and reorder near-ties
 
 
@@ -68,6 +69,7 @@ class DeviceIndex:
   passages: jax.Array       # [D, Lp] int32 `(Title: t) x` ids, pad_id after passage_len
   passage_len: jax.Array    # [D] int32
   pieces: jax.Array         # [P] int32: prefix, "Doc 1", " Doc 2", ..., " Doc topk", suffix
+  doc_group: jax.Array      # [D] int32: a search with `groups` only sees docs of the row's group
   piece_start: tuple = flax.struct.field(pytree_node=False)  # where each piece starts in `pieces`
   piece_len: tuple = flax.struct.field(pytree_node=False)    # topk + 2 lengths
   num_docs: int = flax.struct.field(pytree_node=False)
@@ -122,15 +124,22 @@ def indexable_ids(tokenizer) -> np.ndarray:
   return np.array([i not in drop and _has_content(tokenizer.decode([i])) for i in range(v)], bool)
 
 
-def observation_pieces(tokenizer, topk: int) -> list[list[int]]:
+def observation_pieces(tokenizer, topk: int, affixes: tuple[str, str] | None = None) -> list[list[int]]:
   """Ids of [prefix, "Doc 1", " Doc 2", ..., " Doc topk", suffix]; raises ValueError when the
-  tokenizer lacks the information tags as single tokens or cannot decode a piece back exactly."""
+  tokenizer lacks the information tags as single tokens or cannot decode a piece back exactly.
+
+  `affixes` (prefix, suffix) replace render_observation's "\n\n<information>" and
+  "</information>\n\n", e.g. with a chat template's end-of-turn + tool header before the
+  `<information>` tag (the observation as a chat-formatted policy reads it); they must contain
+  the information tags."""
   for tag in (OBS_OPEN, OBS_CLOSE):
     if len(tokenizer.encode(tag)) != 1:
       raise ValueError(f"the tokenizer must encode {tag!r} as a single token (it gives "
                        f"{len(tokenizer.encode(tag))} ids; vocab_size={tokenizer.vocab_size}); "
                        "add the foresight tags first (Tokenizer.add_special_tokens(FORESIGHT_TOKENS))")
   prefix, suffix = _observation_affixes()
+  if affixes is not None and (OBS_OPEN not in affixes[0] or OBS_CLOSE not in affixes[1]):
+    raise ValueError(f"observation affixes {affixes!r} must hold {OBS_OPEN} and {OBS_CLOSE}")
   heads = [("" if i == 1 else " ") + f"Doc {i}" for i in range(1, topk + 1)]
   texts = [prefix, *heads, suffix]
   # the layout is owned by render_observation/format_docs: fail loudly if it ever drifts from ours
@@ -138,6 +147,8 @@ def observation_pieces(tokenizer, topk: int) -> list[list[int]]:
   ours = prefix + "".join(h + passage_text(*d) for h, d in zip(heads, sample)) + suffix
   if ours != render_observation(format_docs(sample)):
     raise RuntimeError("render_observation/format_docs changed layout; update device_search pieces")
+  if affixes is not None:
+    texts = [affixes[0], *heads, affixes[1]]
   ids = [tokenizer.encode(t) for t in texts]
   for t, i in zip(texts, ids):
     if tokenizer.decode(i) != t:
@@ -190,13 +201,16 @@ def _passage_table(passage_ids, max_tokens: int, pad_id: int) -> tuple[np.ndarra
 
 def build_index(docs: Sequence[tuple[str, str]], tokenizer, *, k1: float = 0.9, b: float = 0.4,
                 title_weight: int = 1, max_passage_tokens: int = 256, topk: int = 3,
-                dense_limit: int = DEFAULT_DENSE_LIMIT,
-                max_obs_tokens: int | None = None) -> DeviceIndex:
+                dense_limit: int = DEFAULT_DENSE_LIMIT, max_obs_tokens: int | None = None,
+                affixes: tuple[str, str] | None = None,
+                doc_groups: Sequence[int] | None = None) -> DeviceIndex:
   """Index [(title, text)] docs in `tokenizer`'s id space (see the module docstring).
 
   `max_passage_tokens` truncates each passage in the table (not in the index); `topk` is the most
   docs an observation shows; `max_obs_tokens` fixes the observation width Lobs (default: the
-  longest possible, the fixed pieces plus the `topk` longest passages). Raises ValueError for an
+  longest possible, the fixed pieces plus the `topk` longest passages). `affixes`: see
+  `observation_pieces`. `doc_groups` [D]: one int per doc (e.g. the synthetic world it belongs
+  to), so one index serves tasks of several corpora (`search(..., groups=)`). Raises ValueError for an
   empty corpus, bad parameters, a tokenizer without the information tags, or an Lobs too small.
   """
   docs = list(docs)
@@ -209,7 +223,10 @@ def build_index(docs: Sequence[tuple[str, str]], tokenizer, *, k1: float = 0.9, 
                      f"{title_weight}, {max_passage_tokens}, {topk}")
   if topk > len(docs):
     raise ValueError(f"topk={topk} exceeds the corpus size ({len(docs)} docs)")
-  pieces = observation_pieces(tokenizer, topk)
+  pieces = observation_pieces(tokenizer, topk, affixes)
+  groups = np.zeros(len(docs), np.int32) if doc_groups is None else np.asarray(doc_groups, np.int32)
+  if groups.shape != (len(docs),):
+    raise ValueError(f"doc_groups has shape {groups.shape}, expected ({len(docs)},) (one per doc)")
   vocab, pad_id = tokenizer.vocab_size, int(tokenizer.pad_id)
   indexable = indexable_ids(tokenizer)
   passage_ids = tokenizer.encode_batch([passage_text(t, x) for t, x in docs])
@@ -244,7 +261,7 @@ def build_index(docs: Sequence[tuple[str, str]], tokenizer, *, k1: float = 0.9, 
   return DeviceIndex(
       idf=jnp.asarray(idf), indexable=jnp.asarray(indexable), matrix=matrix,
       passages=jnp.asarray(table), passage_len=jnp.asarray(lens),
-      pieces=jnp.asarray(np.array([i for p in pieces for i in p], np.int32)),
+      pieces=jnp.asarray(np.array([i for p in pieces for i in p], np.int32)), doc_group=jnp.asarray(groups),
       piece_start=tuple(int(s) for s in starts), piece_len=tuple(len(p) for p in pieces),
       num_docs=len(docs), vocab_size=vocab, topk=topk, max_obs_tokens=int(max_obs_tokens),
       pad_id=pad_id, layout=layout, nnz=int(len(vals)))
@@ -300,11 +317,18 @@ def _check_k(index: DeviceIndex, k: int | None, limit: int, what: str) -> int:
 
 
 def search(index: DeviceIndex, tokens: jax.Array, mask: jax.Array,
-           k: int | None = None) -> tuple[jax.Array, jax.Array]:
+           k: int | None = None, groups: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(doc_ids [B, k] int32, scores [B, k] float32), best first. Equal scores go to the lower doc
-  index (lax.top_k's rule), so an empty query gets docs 0..k-1 with score 0, as World.search."""
+  index (lax.top_k's rule), so an empty query gets docs 0..k-1 with score 0, as World.search.
+  `groups` [B]: row b only sees docs with doc_group == groups[b] (its own world); each group
+  must hold at least k docs."""
   k = _check_k(index, k, index.num_docs, f"the corpus has {index.num_docs} docs")
-  s, ids = jax.lax.top_k(score_docs(index, query_terms(index, tokens, mask)), k)
+  scores = score_docs(index, query_terms(index, tokens, mask))
+  if groups is not None:
+    # other groups' docs sink below any real score (BM25 scores are >= 0), ties stay by index
+    same = index.doc_group[None, :] == jnp.asarray(groups, jnp.int32)[:, None]
+    scores = jnp.where(same, scores, _OTHER_GROUP)
+  s, ids = jax.lax.top_k(scores, k)
   return constrain(ids.astype(jnp.int32), ("batch", None)), constrain(s, ("batch", None))
 
 
@@ -345,8 +369,8 @@ def observation(index: DeviceIndex, doc_ids: jax.Array) -> tuple[jax.Array, jax.
 
 
 def search_observation(index: DeviceIndex, tokens: jax.Array, mask: jax.Array,
-                       k: int | None = None) -> SearchResult:
+                       k: int | None = None, groups: jax.Array | None = None) -> SearchResult:
   """`search` then `observation`: the whole tool call of one search turn."""
-  ids, scores = search(index, tokens, mask, k)
+  ids, scores = search(index, tokens, mask, k, groups)
   obs, obs_len = observation(index, ids)
   return SearchResult(ids, scores, obs, obs_len)

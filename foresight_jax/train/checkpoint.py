@@ -138,7 +138,8 @@ class Checkpointer:
                                                              data=ocp.args.JsonRestore(),
                                                              meta=ocp.args.JsonRestore()))
     data = out["data"] or {}
-    return TrainState.from_dict(out["state"]), data.get("iterator"), dict(out["meta"] or {})
+    # the abstract's own class (TrainState, rl's RLState) rebuilds the state from the plain dict
+    return type(abstract).from_dict(out["state"]), data.get("iterator"), dict(out["meta"] or {})
 
   def restore_latest(self, abstract: TrainState, model_config: dict | None = None
                      ) -> tuple[TrainState, Any, dict] | None:

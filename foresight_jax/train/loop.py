@@ -129,29 +129,90 @@ def _evaluate(eval_fn, params, it, n: int, mesh) -> float:
   return tot / max(w, 1.0)
 
 
+@dataclasses.dataclass
+class Program:
+  """What a stage plugs into `run`: the state it trains and its jitted step.
+
+  abstract: the state's abstract pytree (ShapeDtypeStructs with shardings; a class with
+    to_dict/from_dict, e.g. TrainState) - the restore target, so a resumed run never initialises;
+  init(): a fresh state (called only when there is nothing to resume);
+  step(state, host_batch) -> (state, device metrics): shards the batch and runs the jitted step;
+  tokens(host_batch) -> tokens processed (tokens/s); a "tokens_processed" metric overrides it;
+  flops_per_token() -> model FLOPs per processed token, for MFU (None, or returning None: no MFU);
+  export(state) -> a directory, run once when training completes (None: no export);
+  eval(state) -> {name: value} at `eval_every` (None: no eval)."""
+  abstract: Any
+  init: Callable[[], Any]
+  step: Callable[[Any, dict], tuple[Any, dict]]
+  tokens: Callable[[dict], int]
+  flops_per_token: Callable[[], float | None] | None = None
+  export: Callable[[Any], str | None] | None = None
+  eval: Callable[[Any], dict] | None = None
+  meta: dict | None = None  # checkpoint meta (e.g. the model config, for mismatch messages)
+
+
 def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], workdir: str, *,
           init_params=None, loss_fn: Callable = losses.causal_lm_loss,
           eval_iter_fn: Callable[[], Iterator[dict]] | None = None, handle_sigterm: bool = True,
           on_step_end: Callable[[dict], None] | None = None) -> TrainResult:
-  """Train to `tcfg.steps`, resuming from `<workdir>/checkpoints` when it holds a checkpoint.
+  """Train a causal LM to `tcfg.steps`, resuming from `<workdir>/checkpoints` when it holds one.
 
   init_params: starting params (e.g. `load_pretrained`) for a fresh run; ignored on resume.
   data_iter: yields dicts of numpy [B, ...] arrays; `get_state()/set_state()` make resume exact.
   on_step_end: called with each step's logged metrics record once they are on the host (the
     moment step s is known to be finished): for hooks such as custom logging or benchmarks.
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   over = {k: v for k, v in (("compute_dtype", tcfg.compute_dtype), ("remat_policy", tcfg.remat_policy)) if v}
   cfg = model_cfg.replace(**over) if over else model_cfg
   mesh = build_mesh(tcfg.mesh)
   tx, schedule = optim.make_optimizer(tcfg.optim)
   abstract, shardings = state_lib.abstract_train_state(cfg, tx, mesh)
+  train_step = step_lib.make_train_step(cfg, tx, schedule, mesh, shardings, loss_fn=loss_fn,
+                                        grad_accum_steps=tcfg.optim.grad_accum_steps)
+  eval_fn = step_lib.make_eval_step(cfg, mesh, shardings.params, loss_fn=loss_fn) if eval_iter_fn else None
+  checked = []
+
+  def step(state, batch):
+    dev, _ = step_lib.split_host_fields(batch)
+    if not checked:
+      step_lib.check_batch(dev, mesh, tcfg.optim.grad_accum_steps)
+      checked.append(train_flops_per_token(cfg, dev["inputs"].shape[1]))
+    return train_step(state, step_lib.shard_batch(dev, mesh))
+
+  def export(state):
+    from foresight_jax.models.checkpoint import save_pretrained
+    params = state.params
+    if jax.process_count() > 1:
+      # params sharded over other hosts' devices (fsdp/tensor across hosts) cannot be fetched by
+      # process 0 alone: every process joins the gather (a collective), then only process 0 writes
+      from jax.experimental import multihost_utils
+      params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+      return None
+    out = os.path.join(os.path.abspath(workdir), "hf")
+    save_pretrained(model_cfg, params, out)
+    return out
+
+  program = Program(
+      abstract=abstract, init=lambda: state_lib.init_train_state(cfg, tx, mesh, seed=tcfg.seed, params=init_params),
+      step=step, tokens=lambda b: int(np.asarray(b["inputs"]).size) * jax.process_count(),
+      # known once the first batch has been seen (it depends on the sequence length)
+      flops_per_token=lambda: checked[0] if checked else None, export=export if tcfg.export_hf else None,
+      eval=(lambda st: {"eval_loss": _evaluate(eval_fn, st.params, eval_iter_fn(), tcfg.eval_batches, mesh)})
+      if eval_fn is not None else None, meta={"model": model_cfg.to_dict()})
+  return run(program, tcfg, data_iter, workdir, mesh, handle_sigterm=handle_sigterm, on_step_end=on_step_end)
+
+
+def run(program: Program, tcfg: TrainConfig, data_iter: Iterator[dict], workdir: str, mesh, *,
+        handle_sigterm: bool = True, on_step_end: Callable[[dict], None] | None = None) -> TrainResult:
+  """The loop every stage shares: resume, step, log, checkpoint, survive preemption, export."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), tcfg.max_to_keep, tcfg.async_checkpoint)
-  model_meta = model_cfg.to_dict()
+  meta = program.meta or {}
 
   # resume before anything is initialised: a shape mismatch fails here, before any compute
-  restored = ckpt.restore_latest(abstract, model_meta)
+  restored = ckpt.restore_latest(program.abstract, meta.get("model"))
   if restored is not None:
     state, data_state, _ = restored
     if data_state is not None and hasattr(data_iter, "set_state"):
@@ -161,13 +222,10 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
                   int(state.step))
     print(f"resumed from checkpoint step {int(state.step)} in {ckpt.directory}", flush=True)
   else:
-    state = state_lib.init_train_state(cfg, tx, mesh, seed=tcfg.seed, params=init_params)
+    state = program.init()
   step = start = int(state.step)
   last_saved = start if restored is not None else None
 
-  train_step = step_lib.make_train_step(cfg, tx, schedule, mesh, shardings, loss_fn=loss_fn,
-                                        grad_accum_steps=tcfg.optim.grad_accum_steps)
-  eval_fn = step_lib.make_eval_step(cfg, mesh, shardings.params, loss_fn=loss_fn) if eval_iter_fn else None
   writer = metrics_lib.MetricsWriter(workdir, start, tensorboard=tcfg.tensorboard)
   peak = metrics_lib.peak_flops_total(mesh.size, tcfg.peak_flops_per_device)
   preempt = _Preemption().install() if handle_sigterm else _Preemption()
@@ -175,7 +233,6 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
              dynamic_ncols=True)
   streak: list[tuple[int, Any, float, float]] = []
   pending = None
-  flops_per_token = None
   t_prev = time.perf_counter()
   status = "completed"
 
@@ -185,7 +242,7 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
   def save(s: int):
     nonlocal last_saved
     if last_saved != s:
-      ckpt.save(s, state, data_state(), {"model": model_meta}, force=True)
+      ckpt.save(s, state, data_state(), meta, force=True)
       last_saved = s
 
   def finish(p) -> None:
@@ -195,9 +252,11 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
     m = jax.device_get(dev_metrics)
     now = time.perf_counter()
     dt, t_prev = now - t_prev, now
+    n_tokens = float(m.pop("tokens_processed", n_tokens))
     tps = n_tokens / dt
+    fpt = program.flops_per_token() if program.flops_per_token is not None else None
     rec = {"step": s, **{k: v for k, v in m.items() if k != "learning_rate"}, "lr": m["learning_rate"],
-           "tokens_per_s": tps, "mfu": tps * flops_per_token / peak, "step_time_s": dt, **extra}
+           "tokens_per_s": tps, **({"mfu": tps * fpt / peak} if fpt else {}), "step_time_s": dt, **extra}
     rec = writer.write(rec)
     if on_step_end is not None:
       on_step_end(rec)
@@ -225,21 +284,17 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
       except StopIteration:
         status = "data_exhausted"
         break
-      dev, host = step_lib.split_host_fields(batch)
-      if flops_per_token is None:
-        step_lib.check_batch(dev, mesh, tcfg.optim.grad_accum_steps)
-        flops_per_token = train_flops_per_token(cfg, dev["inputs"].shape[1])
-      n_tokens = dev["inputs"].size * jax.process_count()
-      state, dev_metrics = train_step(state, step_lib.shard_batch(dev, mesh))
+      n_tokens = program.tokens(batch)
+      state, dev_metrics = program.step(state, batch)
       step += 1
       if pending is not None:
         finish(pending)
       extra = {}
-      if eval_fn is not None and tcfg.eval_every and step % tcfg.eval_every == 0:
+      if program.eval is not None and tcfg.eval_every and step % tcfg.eval_every == 0:
         t_eval = time.perf_counter()
-        extra["eval_loss"] = _evaluate(eval_fn, state.params, eval_iter_fn(), tcfg.eval_batches, mesh)
+        extra.update(program.eval(state))
         t_prev += time.perf_counter() - t_eval  # keep eval time out of the next step's tokens/s
-      pending = (step, dev_metrics, host.get("source_ids"), n_tokens, extra)
+      pending = (step, dev_metrics, batch.get("source_ids"), n_tokens, extra)
       if step % tcfg.checkpoint_every == 0:
         save(step)
     if pending is not None:
@@ -258,15 +313,6 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
     print(f"SIGTERM: saved checkpoint at step {step} in {ckpt.directory}; exiting cleanly", flush=True)
   elif status == "data_exhausted":
     print(f"data exhausted at step {step}; checkpoint saved", flush=True)
-  if status == "completed" and tcfg.export_hf:
-    from foresight_jax.models.checkpoint import save_pretrained
-    params = state.params
-    if jax.process_count() > 1:
-      # params sharded over other hosts' devices (fsdp/tensor across hosts) cannot be fetched by
-      # process 0 alone: every process joins the gather (a collective), then only process 0 writes
-      from jax.experimental import multihost_utils
-      params = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() == 0:
-      export_dir = os.path.join(workdir, "hf")
-      save_pretrained(model_cfg, params, export_dir)
+  if status == "completed" and program.export is not None:
+    export_dir = program.export(state)
   return TrainResult(status=status, step=step, state=state, export_dir=export_dir)

@@ -137,12 +137,12 @@ def loss_and_grads(cfg: ModelConfig, loss_fn: Callable, params, batch, rng, grad
   return loss_sum / denom, aux, grads
 
 
-def train_step(cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule,
-               state: TrainState, batch: dict, *, loss_fn: Callable = losses.causal_lm_loss,
-               grad_accum_steps: int = 1, mesh=None) -> tuple[TrainState, dict]:
-  """One update (un-jitted; `make_train_step` wraps it). Returns (new state, scalar metrics)."""
-  rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-  loss, aux, grads = loss_and_grads(cfg, loss_fn, state.params, batch, step_rng, grad_accum_steps, mesh)
+def apply_update(tx: optax.GradientTransformation, schedule: optax.Schedule, state, grads, loss: jax.Array,
+                 rng: jax.Array):
+  """The update every stage shares (LM steps and the FC-RL step): clip + optimizer, the in-graph
+  non-finite guard, step/rng/skipped bookkeeping. `state` is any state dataclass with step,
+  params, opt_state, rng and skipped (TrainState, rl's RLState); other fields pass through.
+  Returns (new state, {loss, grad_norm, learning_rate, nonfinite, skipped})."""
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
@@ -152,15 +152,26 @@ def train_step(cfg: ModelConfig, tx: optax.GradientTransformation, schedule: opt
     return jnp.where(finite, new, old)
 
   skipped = state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32)
-  new_state = TrainState(step=state.step + 1, params=jax.tree.map(keep, new_params, state.params),
-                         opt_state=jax.tree.map(keep, new_opt, state.opt_state), rng=jax.random.key_data(rng),
-                         skipped=skipped)
-  metrics = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items() if jnp.ndim(v) == 0}
-  metrics.update(
+  new_state = state.replace(step=state.step + 1, params=jax.tree.map(keep, new_params, state.params),
+                            opt_state=jax.tree.map(keep, new_opt, state.opt_state),
+                            rng=jax.random.key_data(rng), skipped=skipped)
+  metrics = dict(
       loss=jnp.asarray(loss, jnp.float32), grad_norm=grad_norm.astype(jnp.float32),
       # optax counts applied updates only, so the LR of this update is schedule(step - skipped)
       learning_rate=jnp.asarray(schedule(state.step - state.skipped), jnp.float32),
       nonfinite=jnp.logical_not(finite).astype(jnp.int32), skipped=skipped)
+  return new_state, metrics
+
+
+def train_step(cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule,
+               state: TrainState, batch: dict, *, loss_fn: Callable = losses.causal_lm_loss,
+               grad_accum_steps: int = 1, mesh=None) -> tuple[TrainState, dict]:
+  """One update (un-jitted; `make_train_step` wraps it). Returns (new state, scalar metrics)."""
+  rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+  loss, aux, grads = loss_and_grads(cfg, loss_fn, state.params, batch, step_rng, grad_accum_steps, mesh)
+  new_state, upd = apply_update(tx, schedule, state, grads, loss, rng)
+  metrics = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items() if jnp.ndim(v) == 0}
+  metrics.update(upd)
   return new_state, metrics
 
 

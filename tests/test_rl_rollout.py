@@ -1,0 +1,155 @@
+"""The multi-turn rollout: device path (one jit, search in the graph) against the grammar of a
+scripted agent, against the device search tool, and against the host-tool path."""
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _scripted_policy import scripted_agent
+from foresight_jax.data.generate import GenConfig, generate, make_worlds
+from foresight_jax.data.render import render_prompt
+from foresight_jax.rl import device_search as ds
+from foresight_jax.rl import host_tools, rollout as R, tasks as T
+from foresight_jax.rl.layout import KIND_GEN, KIND_OBS, KIND_PAD, KIND_PROMPT
+
+RCFG = R.RolloutConfig(max_turns=3, max_turn_tokens=24, temperature=1.0)
+
+
+@pytest.fixture(scope="module")
+def env():
+  gcfg = GenConfig(seed=0, n_worlds=2, math_fraction=0.0)
+  worlds = make_worlds(gcfg)
+  tasks = [t.task for t in generate(gcfg, 6, worlds=worlds)]
+  query = worlds[0].docs[3][0].split()[0]
+  texts = tuple(d for w in worlds for _, d in w.docs[:40]) + tuple(render_prompt(t) for t in tasks) * 3
+  cfg, params, tok = scripted_agent(query, "Paris", texts)
+  e = T.TaskEnv.build(tasks, tok, worlds=worlds, chat=True, variant="full", max_prompt_tokens=384,
+                      max_passage_tokens=48)
+  return cfg, params, tok, e
+
+
+def _batch(e, group=2):
+  b = e.batch(range(len(e.tasks)), group)
+  return {k: jnp.asarray(v) for k, v in b.items()}
+
+
+def _device(cfg, params, e, b, key):
+  fn = jax.jit(lambda p, k: R.rollout(cfg, p, b["prompts"], b["prompt_len"], k, e.index, e.tools, b["groups"], RCFG))
+  return jax.device_get(fn(params, key))
+
+
+def test_device_rollout_follows_the_grammar_and_reads_the_device_tool(env):
+  cfg, params, tok, e = env
+  b = _batch(e)
+  out = _device(cfg, params, e, b, jax.random.key(0))
+  allowed = {"<think>plan</think><search>Q</search>", "<think>plan</think><answer>Paris</answer>",
+             "<think>plan</think><foresight><rollout>1.</rollout><success>0.5</success></foresight><search>Q</search>",
+             "<think>plan</think><foresight><rollout>1.</rollout><success>0.5</success></foresight><answer>Paris</answer>"}
+  query_word = None
+  kinds_seen = set()
+  for r in range(out.tokens.shape[0]):
+    n = int(out.length[r])
+    kind, turn, toks = out.kind[r], out.turn[r], out.tokens[r]
+    assert (kind[n:] == KIND_PAD).all() and (kind[:n] != KIND_PAD).all()
+    p = int(b["prompt_len"][r])
+    np.testing.assert_array_equal(toks[:p], np.asarray(b["prompts"][r])[-p:])
+    assert (kind[:p] == KIND_PROMPT).all() and (turn[:p] == -1).all()
+    for t in range(int(out.n_turns[r])):
+      gen = toks[(kind == KIND_GEN) & (turn == t)]
+      text = tok.decode(gen)
+      q = text.split("<search>")[1].split("</search>")[0] if "<search>" in text else None
+      query_word = query_word or q
+      assert text.replace(q or "\x00", "Q") in allowed, text
+      obs = toks[(kind == KIND_OBS) & (turn == t)]
+      kinds_seen.add("search" if q else "answer")
+      if q is None:
+        assert obs.size == 0 and bool(out.answered[r]) and t == int(out.n_turns[r]) - 1
+        continue
+      qids = np.asarray(tok.encode(q))[None]
+      ref = ds.search_observation(e.index, qids, np.ones_like(qids, bool), groups=b["groups"][r:r + 1])
+      np.testing.assert_array_equal(obs, np.asarray(ref.obs)[0, :int(ref.obs_len[0])])
+      assert tok.decode(obs).startswith("<|end|>\n<|tool|>\n<information>Doc 1(Title:")
+    assert int(out.searches[r]) + int(out.answered[r]) == int(out.n_turns[r])
+    logp = out.logprobs[r]
+    assert (logp[kind != KIND_GEN] == 0).all() and (logp[kind == KIND_GEN] <= 0).all()
+  assert kinds_seen == {"search", "answer"} and out.answered.any() and not out.answered.all()
+
+
+def test_no_host_callback_in_the_device_rollout(env):
+  cfg, params, tok, e = env
+  b = _batch(e)
+  jaxpr = jax.make_jaxpr(lambda p, k: R.rollout(cfg, p, b["prompts"], b["prompt_len"], k, e.index, e.tools,
+                                                 b["groups"], RCFG))(params, jax.random.key(0))
+
+  def prims(j):
+    for eqn in j.eqns:
+      yield eqn.primitive.name
+      for sub in jax.core.jaxprs_in_params(eqn.params) if hasattr(jax.core, "jaxprs_in_params") else ():
+        yield from prims(sub)
+      for v in eqn.params.values():
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+          inner = getattr(x, "jaxpr", None)
+          if inner is not None:
+            yield from prims(getattr(inner, "jaxpr", inner))
+  names = set(prims(jaxpr.jaxpr))
+  assert "while" in names and not any("callback" in n for n in names), sorted(names)
+
+
+def _device_tool(e, b):
+  """A host tool returning exactly the device tool's docs (affixes stripped)."""
+  pre, suf = T.observation_affixes(e_tok(e), True)
+  n_pre, n_suf = len(e_tok(e).encode(pre)), len(e_tok(e).encode(suf))
+
+  def tool(task, name, arg):
+    arg = np.asarray(arg, np.int32)[None]
+    res = ds.search_observation(e.index, arg, np.ones_like(arg, bool), groups=np.asarray([e.groups[task]]))
+    ids = np.asarray(res.obs)[0, :int(res.obs_len[0])]
+    return ids[n_pre:len(ids) - n_suf]
+  return tool, (e_tok(e).encode(pre), e_tok(e).encode(suf))
+
+
+_TOK = {}
+
+
+def e_tok(e):
+  return _TOK[id(e)]
+
+
+def test_device_path_equals_host_tool_path(env):
+  cfg, params, tok, e = env
+  _TOK[id(e)] = tok
+  b = _batch(e)
+  key = jax.random.key(3)
+  dev = _device(cfg, params, e, b, key)
+  tool, affixes = _device_tool(e, b)
+  host, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]), key,
+                                         tool, e.tools, host_tools.tool_tag_ids(tok, ("search",)),
+                                         np.asarray(b["task"]), affixes, RCFG, obs_width=e.index.max_obs_tokens)
+  assert not failed.any()
+  for f in ("tokens", "kind", "turn", "length", "n_turns", "answered", "searches", "invalid"):
+    np.testing.assert_array_equal(np.asarray(getattr(host, f)), np.asarray(getattr(dev, f)), err_msg=f)
+  np.testing.assert_allclose(host.logprobs, dev.logprobs, atol=1e-6)
+
+
+def test_failing_tool_fails_only_its_rows(env, caplog):
+  cfg, params, tok, e = env
+  _TOK[id(e)] = tok
+  b = _batch(e)
+  tool, affixes = _device_tool(e, b)
+
+  def flaky(task, name, arg):
+    if task == 1:
+      raise ConnectionError("search server down")
+    return tool(task, name, arg)
+  with caplog.at_level(logging.WARNING):
+    out, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]),
+                                          jax.random.key(0), flaky, e.tools, host_tools.tool_tag_ids(tok, ("search",)),
+                                          np.asarray(b["task"]), affixes, RCFG, obs_width=e.index.max_obs_tokens,
+                                          task_names=[t.id for t in e.tasks])
+  rows_task1 = np.asarray(b["task"]) == 1
+  searched = out.n_turns > 0
+  assert failed[rows_task1 & ~out.answered].all() and not failed[~rows_task1].any()
+  if failed.any():
+    assert e.tasks[1].id in caplog.text and "search server down" in caplog.text
