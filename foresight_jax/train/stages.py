@@ -290,6 +290,9 @@ def resize_vocab(params: dict, old: ModelConfig, new: ModelConfig, mesh) -> dict
 
 
 def run(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> dict[str, Any]:
+  if cfg.get("stage") == "fc_rl":  # the RL stage plugs its own program into the same loop
+    from foresight_jax.rl import train as rl_train
+    return rl_train.run(cfg, dry_run)
   p = plan(cfg)
   lead = jax.process_index() == 0
   if dry_run:

