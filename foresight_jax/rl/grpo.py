@@ -103,6 +103,11 @@ def policy_loss(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array | None
   mask = kind == KIND_GEN
   agg = get_aggregation(cfg.aggregation)
   adv = advantages[:, None]
+  # zero every non-generated position BEFORE any exp: a masked inf (an observation token the
+  # reference finds very unlikely) times 0 would still be NaN
+  z = lambda x: jnp.where(mask, x, 0.0)  # noqa: E731
+  logp, old_logp = z(logp), z(old_logp)
+  ref_logp = None if ref_logp is None else z(ref_logp)
   ratio = jnp.exp(logp - old_logp)
   clipped = jnp.clip(ratio, 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps)
   per_token = -jnp.minimum(ratio * adv, clipped * adv)

@@ -25,6 +25,7 @@ from foresight_jax.rl import device_search as ds
 from foresight_jax.rl.rollout import ToolTokens
 from foresight_jax.rl.vocab_tables import Golds, encode_golds
 from foresight_jax.tokenizer.tokens import ACTION_TAGS
+from foresight_jax.train.stages_config import ConfigError
 
 _MARK = "\x00"  # a character no template writes: where a message's content goes
 
@@ -57,7 +58,7 @@ def encode_prompts(tasks: Sequence[Task], tokenizer, variant: str, chat: bool) -
 
 def left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
   if max(len(r) for r in rows) > width:
-    raise ValueError(f"a prompt has {max(len(r) for r in rows)} tokens, more than the prompt width {width} "
+    raise ConfigError(f"a prompt has {max(len(r) for r in rows)} tokens, more than the prompt width {width} "
                      f"(rl.max_prompt_tokens)")
   arr = np.full((len(rows), width), pad_id, np.int32)
   for i, r in enumerate(rows):
@@ -103,7 +104,8 @@ class TaskEnv:
   def build(cls, tasks: Sequence[Task], tokenizer, *, worlds: Sequence[Any], chat: bool, variant: str,
             max_prompt_tokens: int, max_passage_tokens: int = 256) -> "TaskEnv":
     """Search tasks of the synthetic `worlds` (task.meta["world_seed"] picks the world): one
-    index over every world's docs, each doc grouped by its world."""
+    index over every world's docs, each doc grouped by its world. `max_prompt_tokens` <= 0: the
+    longest prompt, rounded up to a multiple of 32."""
     tasks = list(tasks)
     bad = [t.id for t in tasks if t.domain != "search"]
     if bad:
@@ -117,8 +119,10 @@ class TaskEnv:
     doc_groups = [i for i, w in enumerate(worlds) for _ in w.docs]
     index = ds.build_index(docs, tokenizer, max_passage_tokens=max_passage_tokens,
                            affixes=observation_affixes(tokenizer, chat), doc_groups=doc_groups)
-    prompts, lens = left_pad(encode_prompts(tasks, tokenizer, variant, chat), max_prompt_tokens,
-                             int(tokenizer.pad_id))
+    encoded = encode_prompts(tasks, tokenizer, variant, chat)
+    if max_prompt_tokens <= 0:  # fit the longest prompt (rounded up: similar runs share a program)
+      max_prompt_tokens = -(-max(len(e) for e in encoded) // 32) * 32
+    prompts, lens = left_pad(encoded, max_prompt_tokens, int(tokenizer.pad_id))
     groups = np.asarray([by_seed[t.meta["world_seed"]] for t in tasks], np.int32)
     is_math = np.asarray([t.domain == "math" for t in tasks], bool)
     golds = encode_golds([t.answers for t in tasks], is_math)

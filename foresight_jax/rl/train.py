@@ -57,6 +57,7 @@ class PromptSchedule:
 
   def __next__(self) -> dict[str, np.ndarray]:
     batch = self.env.batch(self.indices(self.k), self.g)
+    batch = {k: np.array_split(v, jax.process_count())[jax.process_index()] for k, v in batch.items()}  # our rows
     self.k += 1
     return batch
 
@@ -86,8 +87,11 @@ def _tokenizer(cfg, init_path: str, workdir: str, worlds, tasks):
   if os.path.isdir(saved):
     from foresight_jax.tokenizer import Tokenizer
     return Tokenizer.load(saved)
-  if init_path:
-    return stages_data.make_tokenizer(cfg, None, init_path, workdir)
+  if init_path:  # the checkpoint's own tokenizer (a data.tokenizer=train_sentencepiece default is moot)
+    from foresight_jax.tokenizer import Tokenizer
+    tok = Tokenizer.load(cfg.data.tokenizer if cfg.data.tokenizer not in ("", stages_config.TRAIN_SENTENCEPIECE)
+                         else init_path)
+    return stages_data.add_foresight_tokens(tok) if cfg.model.add_foresight_tokens else tok
   # random init (a smoke run or a resume check): a tokenizer trained on the tasks' own text
   trajs = list(generate(GenConfig(seed=cfg.rl.task_seed, n_worlds=cfg.rl.n_worlds, math_fraction=0.0),
                         min(len(tasks), 256), worlds=worlds))
@@ -190,11 +194,16 @@ def run(cfg, dry_run: bool = False) -> dict[str, Any]:
                              _host_tool(cfg, env, worlds, tok), r.tool_timeout_s)
 
   def export(state):
+    params = state.params
+    if jax.process_count() > 1:
+      # params sharded over other hosts' devices: every process joins the gather (a collective)
+      from jax.experimental import multihost_utils
+      params = multihost_utils.process_allgather(params, tiled=True)
     if not lead:
       return None
     from foresight_jax.models.checkpoint import save_pretrained
     out = os.path.join(workdir, "hf")
-    save_pretrained(mcfg, state.params, out)
+    save_pretrained(mcfg, params, out)
     tok.save(out)
     return out
 
