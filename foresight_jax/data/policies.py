@@ -107,7 +107,10 @@ class SearchPolicy:
     nz = self.noise
     if state is None:
       state = {"hop": 0, "entity": task.meta["start"], "asked": None, "retries": 0}
-      head = f"I need {task.meta.get('phrase', 'the answer')}. "
+      # the plan in the order the hops are resolved (the question nests them inside out); a
+      # restatement of the whole nested question ("the employer of the mayor of the birthplace of
+      # ...") is what small models loop on, and the plan is what each later hop needs
+      head = f"Plan: {', '.join(RELATIONS[r].desc for r in rels)}. "
     else:
       state, head = dict(state), ""
       found = extract_objects(last_obs, state["entity"], state["asked"]) if last_obs else []

@@ -128,13 +128,14 @@ def generate(cfg: ModelConfig, params, tokenizer, prompts: Sequence[str | Sequen
              stop_token_ids: Sequence[int] = (), eos_ids: Sequence[int] | None = None,
              max_new_tokens_per_row: Sequence[int] | None = None, key: jax.Array | int = 0,
              add_bos: bool = True, include_stop_str: bool = False, prompt_multiple: int = 32,
-             gen_multiple: int = 8) -> GenerateResult:
+             gen_multiple: int = 8, batch_multiple: int = 1) -> GenerateResult:
   """Host convenience: tokenize, left-pad, sample with the jitted prefill/decode, decode to text.
 
   tokenizer: duck-typed `encode(text, add_bos=...)`, `decode(ids)`, `pad_id`, `eos_ids`, `bos_id`.
   stop: one list of stop strings for all rows, or one list per row. temperature / top_p: scalar or
   per-row. Prompt width and max_new_tokens are bucketed (`prompt_multiple`, `gen_multiple`) and the
-  batch is padded to the mesh's batch shards, so repeated calls reuse compiled programs.
+  batch is padded to the mesh's batch shards (and to `batch_multiple`: a caller whose batch shrinks
+  call by call, like an agent loop, keeps one shape), so repeated calls reuse compiled programs.
   """
   n_rows = len(prompts)
   if n_rows == 0:
@@ -147,7 +148,7 @@ def generate(cfg: ModelConfig, params, tokenizer, prompts: Sequence[str | Sequen
     eos_ids = tuple(getattr(tokenizer, "eos_ids", None) or cfg.eos_token_ids)
 
   # pad the batch with dummy rows (limit 0: they finish immediately) so it splits over the mesh
-  b = _round_up(n_rows, _mesh_batch_shards())
+  b = _round_up(_round_up(n_rows, batch_multiple), _mesh_batch_shards())
   width = _round_up(max(len(e) for e in encoded), prompt_multiple)
   n_gen = _round_up(max_new_tokens, gen_multiple)
   prompt = np.full((b, width), pad_id, np.int32)

@@ -297,7 +297,8 @@ def run(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> dict[str, Any]
   lead = jax.process_index() == 0
   if dry_run:
     return {"dry_run": True, **p.summary()}
-  train_trajs, held, data_summary = stages_data.load_trajectories(cfg)
+  load = stages_data.load_documents if cfg.stage == "pretrain" else stages_data.load_trajectories
+  train_trajs, held, data_summary = load(cfg)
   tok = p.tokenizer or stages_data.make_tokenizer(cfg, train_trajs, p.init_path, p.workdir)
   mcfg = model_config(cfg, p.init_path, tok, tok.vocab_size)
   if mcfg.vocab_size != p.model_cfg.vocab_size:  # cannot happen unless a tokenizer misreports its size

@@ -22,7 +22,7 @@ from foresight_jax.data.pipeline_tokenize import MODES, OVERLONG
 from foresight_jax.models import presets
 from foresight_jax.models.config import REMAT_POLICIES
 
-STAGES = ("wm_amt", "fe_sft", "fc_rl")
+STAGES = ("pretrain", "wm_amt", "fe_sft", "fc_rl")
 RL_REWARDS = ("fc", "outcome")
 RL_TOOLS = ("device", "host")
 TRAIN_SENTENCEPIECE = "train_sentencepiece"
@@ -76,6 +76,7 @@ def base(stage: str, preset: str = "tiny") -> ml_collections.ConfigDict:
   c.data.host_sharding = "source"
   c.data.eval_fraction = 0.0  # trajectories held out (by task id hash) for train.eval_every
   c.data.read_threads = 0
+  c.data.documents = 0  # pretrain: the encyclopedia documents of this many synthetic worlds
 
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=3e-4, warmup_steps=100, end_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8,
@@ -113,7 +114,8 @@ def rl_defaults() -> ml_collections.ConfigDict:
       tasks=256, n_worlds=32, task_seed=3,  # synthetic search tasks (world seeds task_seed*1000+w)
       tool="device",  # device: BM25 inside the jitted step | host: jitted segments + Python tools
       search_url="",  # tool=host: a Search-R1 /retrieve server instead of the world's own search
-      max_prompt_tokens=256, max_passage_tokens=96, tool_timeout_s=30.0))
+      max_prompt_tokens=0,  # prompt width; 0 = the longest prompt, rounded up to a multiple of 32
+      max_passage_tokens=96, tool_timeout_s=30.0))
 
 
 def _keys(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -181,6 +183,8 @@ def check_values(cfg: ml_collections.ConfigDict) -> None:
   _need(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", f"must be in [0, 1), got {d.eval_fraction}")
   if cfg.stage == "fc_rl":
     check_rl(cfg.rl)
+  elif cfg.stage == "pretrain":
+    _need(d.documents >= 1, "data.documents", f"must be >= 1 (worlds whose documents are the corpus), got {d.documents}")
   else:
     _need(bool(d.paths.strip()) or d.synthetic > 0, "data.paths",
           "is empty and data.synthetic is 0: nothing to train on")

@@ -90,6 +90,25 @@ def load_trajectories(cfg) -> tuple[list[Trajectory], list[Trajectory], dict]:
   return train, held, summary
 
 
+def load_documents(cfg) -> tuple[list[str], list[str], dict]:
+  """(train, held-out, summary) documents of the `pretrain` stage: the encyclopedia of
+  `data.documents` synthetic worlds (seeds data.seed * 1000 + w), one document per entity, in the
+  layout a search observation shows it (`(Title: t) text`). Names recur within a document, so a
+  model pretrained on them learns to copy novel names: what every later stage needs on worlds
+  it has never seen."""
+  from foresight_jax.data.generate import GenConfig, make_worlds
+  from foresight_jax.rl.device_search import passage_text
+  d = cfg.data
+  worlds = make_worlds(GenConfig(seed=d.seed, n_worlds=d.documents))
+  docs = [passage_text(t, x) for w in worlds for t, x in w.docs]
+  held_out = lambda text: d.eval_fraction > 0 and zlib.crc32(text.encode()) % 10_000 < d.eval_fraction * 10_000  # noqa: E731
+  train = [x for x in docs if not held_out(x)]
+  held = [x for x in docs if held_out(x)]
+  if not train:
+    raise ConfigError(f"data.eval_fraction={d.eval_fraction} holds out all {len(docs)} documents")
+  return train, held, {"worlds": d.documents, "documents": len(docs), "train": len(train), "held_out": len(held)}
+
+
 # ------------------------------------------------------------------------------ chat rendering
 def chat_messages(traj: Trajectory, template: str, variant: str | None) -> list[dict[str, str]]:
   obs_role = "user" if template == "youtu" else "tool"  # youtu's template has no tool role
@@ -160,7 +179,10 @@ class ChatTokenizeRecord(grain.transforms.Map):
 
 
 def rendered_texts(trajs: Sequence[Trajectory], cfg, tok: Tokenizer | None = None) -> list[str]:
-  """What the model will read, for training a tokenizer (the plain chat template when chat)."""
+  """What the model will read, for training a tokenizer (the plain chat template when chat).
+  For `pretrain` (documents), the documents themselves."""
+  if cfg.stage == "pretrain":
+    return list(trajs)
   if not cfg.data.chat_format:
     return ["".join(s.text for s in render_segments(t, cfg.data.variant)) for t in trajs]
   from foresight_jax.tokenizer.chat import render_chat
@@ -191,18 +213,38 @@ def make_tokenizer(cfg, trajs: Sequence[Trajectory] | None, init_path: str, work
       return None
     from foresight_jax.tokenizer import train_sentencepiece
     # every host trains the same one in memory (deterministic); process 0 saves it
+    texts = rendered_texts(trajs, cfg)
+    if cfg.stage == "pretrain" and d.synthetic:
+      texts += _tokenizer_coverage(cfg)
     try:
-      return train_sentencepiece(rendered_texts(trajs, cfg), None, d.vocab_size)
+      return train_sentencepiece(texts, None, d.vocab_size)
     except ValueError as e:  # e.g. too little text for the vocabulary asked for
       raise ConfigError(f"data.vocab_size={d.vocab_size}: {e}") from None
   tok = Tokenizer.load(d.tokenizer or init_path)
   return add_foresight_tokens(tok) if cfg.model.add_foresight_tokens else tok
 
 
+def _tokenizer_coverage(cfg) -> list[str]:
+  """Rendered synthetic trajectories (raw and chat, blocks of data.variant), so a tokenizer
+  trained for `pretrain` also tokenizes the later stages' text compactly (not trained on)."""
+  from foresight_jax.data.foresight import ForesightConfig, build_dataset
+  from foresight_jax.data.generate import GenConfig, generate, make_worlds
+  d = cfg.data
+  gcfg = GenConfig(seed=d.seed, n_worlds=max(1, min(d.documents, 64)))
+  worlds = make_worlds(gcfg)
+  trajs = build_dataset(list(generate(gcfg, d.synthetic, worlds=worlds)), ForesightConfig(variant=d.variant), worlds)
+  raw = ["".join(sg.text for sg in render_segments(t, d.variant)) for t in trajs]
+  from foresight_jax.tokenizer.chat import render_chat
+  chat = [render_chat(chat_messages(t, "plain", d.variant), "plain", add_generation_prompt=False) for t in trajs]
+  return raw + chat
+
+
 def check_trainable(trajs: Sequence[Trajectory], tok: Tokenizer, cfg, sample: int = 16) -> None:
   """A row length that leaves nothing to train (e.g. an SFT prompt longer than seq_len) would
   make the packer drop every example and spin forever; fail here, naming the key."""
   d = cfg.data
+  if cfg.stage == "pretrain":  # every document token is trained
+    return
   lengths = []
   for t in trajs[:sample]:
     ex = (tokenize_chat(t, tok, d.mode, d.variant) if d.chat_format else
@@ -215,12 +257,30 @@ def check_trainable(trajs: Sequence[Trajectory], tok: Tokenizer, cfg, sample: in
 
 
 # ------------------------------------------------------------------------------ iterators
-def _build(trajs, tok, pcfg: pipeline.PipelineConfig, chat: bool) -> grain.IterDataset:
-  if not chat:
+class TokenizeDocument(grain.transforms.Map):
+  """A document -> {"tokens": BOS + ids + EOS, "loss_mask": every token trained}."""
+
+  def __init__(self, tok: Tokenizer):
+    self.tok = tok
+
+  def map(self, text: str) -> dict[str, Any]:
+    ids = self.tok.encode(text, add_bos=self.tok.bos_id is not None) + list(self.tok.eos_ids[:1])
+    return {"tokens": np.asarray(ids, np.int32), "loss_mask": np.ones(len(ids), np.int32)}
+
+
+def _build(trajs, tok, pcfg: pipeline.PipelineConfig, chat: bool, documents: bool = False) -> grain.IterDataset:
+  if not chat and not documents:
     return pipeline.build_pipeline(pipeline.MemorySource(trajs), tok, pcfg)
-  # pipeline.build_pipeline with the chat tokenization in place of TokenizeRecord
-  ds = pipeline.source_dataset(pipeline.MemorySource(trajs), pcfg).map(
-      ChatTokenizeRecord(tok, pcfg.mode, pcfg.variant, pcfg.record_field))
+  # pipeline.build_pipeline with the chat (or document) tokenization in place of TokenizeRecord
+  if documents:
+    src = grain.MapDataset.source(list(trajs))
+    index, count = pcfg.shard()
+    src = src[index::count] if count > 1 else src
+    src = src.shuffle(seed=pcfg.seed) if pcfg.shuffle else src
+    ds = (src.repeat(pcfg.num_epochs) if pcfg.num_epochs != 1 else src).map(TokenizeDocument(tok))
+  else:
+    ds = pipeline.source_dataset(pipeline.MemorySource(trajs), pcfg).map(
+        ChatTokenizeRecord(tok, pcfg.mode, pcfg.variant, pcfg.record_field))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=pcfg.read_threads,
                                             prefetch_buffer_size=max(4 * pcfg.read_threads, 1)))
   ds = LengthPolicyIterDataset(ds, pcfg.seq_len, pcfg.overlong)
@@ -296,11 +356,11 @@ def make_iterator(trajs: Sequence[Trajectory], tok: Tokenizer, cfg, *, eval_: bo
   same number of batches (a process running dry inside a collective would hang the rest)."""
   from foresight_jax import sharding
   pcfg = pipeline_config(cfg, eval_=eval_)
-  it = iter(_build(list(trajs), tok, pcfg, cfg.data.chat_format))
+  it = iter(_build(list(trajs), tok, pcfg, cfg.data.chat_format, documents=cfg.stage == "pretrain"))
   rows = sharding.host_local_batch_slice(cfg.data.batch_size) if cfg.data.host_sharding == "slice" else None
   return DataState(it, cfg.data.host_sharding, rows)
 
 
-__all__ = ["ChatTokenizeRecord", "DataState", "add_foresight_tokens", "chat_messages", "chat_segments",
+__all__ = ["ChatTokenizeRecord", "DataState", "TokenizeDocument", "load_documents", "add_foresight_tokens", "chat_messages", "chat_segments",
            "check_trainable", "load_trajectories", "make_iterator", "make_tokenizer", "pipeline_config",
            "rendered_texts", "tokenize_chat"]

