@@ -185,6 +185,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
   scratch = size.model is not None
   model_keys = {f"model.config.{k}": v for k, v in (size.model or {}).items()}
   common = {**mesh, "train.progress": True, "data.seq_len": size.seq_len, "data.batch_size": size.batch,
+            "data.slip_rate": size.slip_rate,
             "data.synthetic": 0, "data.augment": False, **({"train.compute_dtype": size.compute_dtype}
                                                          if size.compute_dtype else {})}
   stage_size = "tiny" if scratch else size.name

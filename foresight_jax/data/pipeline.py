@@ -72,6 +72,7 @@ class PipelineConfig:
   num_epochs: int | None = 1        # None: repeat forever
   drop_remainder: bool = False      # False: a short last batch is padded to B rows
   variant: str | None = None        # prompt instructions (None: inferred from the blocks)
+  slip_rate: float = 0.0            # slip-and-recover augmentation per turn (render.slip_turns)
   add_bos: bool = True
   add_eos: bool = True
   record_field: str = "trajectory"  # JSON field of records from array_record/TFDS sources
@@ -123,7 +124,7 @@ def build_pipeline(source: Any, tokenizer, cfg: PipelineConfig) -> grain.IterDat
   """The whole pipeline as a grain IterDataset of batches (see module doc)."""
   ds = source_dataset(source, cfg).map(
       TokenizeRecord(tokenizer, cfg.mode, cfg.variant, cfg.add_bos, cfg.add_eos,
-                     cfg.record_field))
+                     cfg.record_field, cfg.slip_rate, cfg.seed))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
                                             prefetch_buffer_size=max(4 * cfg.read_threads, 1)))
   ds = LengthPolicyIterDataset(ds, cfg.seq_len, cfg.overlong)

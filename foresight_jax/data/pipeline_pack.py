@@ -34,9 +34,10 @@ class TokenizeRecord(grain.transforms.Map):
   downstream, by the length policy stage, so counts travel in the iterator state)."""
 
   def __init__(self, tokenizer, mode: str, variant: str | None, add_bos: bool, add_eos: bool,
-               field: str = RECORD_FIELD):
+               field: str = RECORD_FIELD, slip_rate: float = 0.0, seed: int = 0):
     self.tokenizer, self.mode, self.variant = tokenizer, mode, variant
     self.add_bos, self.add_eos, self.field = add_bos, add_eos, field
+    self.slip_rate, self.seed = slip_rate, seed
 
   def map(self, record: Any) -> dict[str, Any]:
     try:
@@ -44,7 +45,7 @@ class TokenizeRecord(grain.transforms.Map):
     except ValueError as e:
       return {"rejected": str(e)[:200]}
     return tokenize_trajectory(traj, self.tokenizer, self.mode, self.variant, self.add_bos,
-                               self.add_eos)
+                               self.add_eos, slip_rate=self.slip_rate, seed=self.seed)
 
 
 class _LengthPolicyIterator(grain.DatasetIterator):

@@ -33,15 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from foresight_jax.data.render import render_segments
+from foresight_jax.data.render import render_segments, slip_turns
 from foresight_jax.data.schema import Trajectory
 
 MODES: dict[str, dict[str, int]] = {
-    "mid_training": {"prompt": 1, "assistant": 1, "observation": 0},
-    "sft": {"prompt": 0, "assistant": 1, "observation": 0},
+    "mid_training": {"prompt": 1, "assistant": 1, "observation": 0, "context": 0},
+    "sft": {"prompt": 0, "assistant": 1, "observation": 0, "context": 0},
 }
 # Per-token role codes (returned with `with_roles=True`, for inspection and tests).
-ROLE_IDS = {"special": 0, "prompt": 1, "assistant": 2, "observation": 3}
+ROLE_IDS = {"special": 0, "prompt": 1, "assistant": 2, "observation": 3, "context": 4}
 OVERLONG = ("truncate", "drop")
 
 
@@ -53,13 +53,14 @@ def check_mode(mode: str) -> str:
 
 def tokenize_trajectory(traj: Trajectory, tokenizer, mode: str = "mid_training",
                         variant: str | None = None, add_bos: bool = True, add_eos: bool = True,
-                        with_roles: bool = False) -> dict[str, np.ndarray]:
+                        with_roles: bool = False, slip_rate: float = 0.0, seed: int = 0
+                        ) -> dict[str, np.ndarray]:
   """{"tokens": int32 [L], "loss_mask": int32 [L]} (+ "roles": int8 [L]) of one trajectory.
 
   `variant` only picks the prompt's instructions (render_segments infers it by default).
   """
   table = MODES[check_mode(mode)]
-  segs = render_segments(traj, variant)
+  segs = render_segments(traj, variant, slip_turns(traj, slip_rate, seed))
   encoded = tokenizer.encode_batch([s.text for s in segs])
   bos = tokenizer.bos_id if add_bos else None
   eos = tokenizer.eos_ids[0] if add_eos and tokenizer.eos_ids else None

@@ -63,8 +63,45 @@ _FORESIGHT_HINT = {
 
 @dataclass(frozen=True)
 class Segment:
-  role: str  # "prompt" | "assistant" | "observation" (observation: attended, never trained on)
+  # "prompt" | "assistant" | "observation" (attended, never trained on) | "context" (a slip:
+  # attended, never trained on, see `slip_turns`)
+  role: str
   text: str
+
+
+# Search-R1's fixed reply to a turn without a usable action, with the domain's tool named (math
+# has no search engine); the agent (evals/agent.py), the RL rollouts and slip augmentation use it
+_INVALID = ("My previous action is invalid. If I want to {verb}, I should put the {what} between "
+            "<{tool}> and </{tool}>. If I want to give the final answer, I should put the answer "
+            "between <answer> and </answer>. Let me try again.")
+_INVALID_TOOL = {"search": ("search", "search", "query"), "math": ("calc", "calculate", "expression")}
+
+
+def invalid_message(domain: str) -> str:
+  tool, verb, what = _INVALID_TOOL[domain]
+  return _INVALID.format(verb=verb, what=what, tool=tool)
+
+
+def slip_turns(traj: Trajectory, rate: float, seed: int) -> dict[int, str]:
+  """Slip-and-recover augmentation: {step index: a slipped attempt at that turn}.
+
+  With probability `rate` per turn (seeded by the task id, so every epoch and host agrees), the
+  turn is preceded by a cut-off copy of itself (no action: what a length-capped or confused turn
+  looks like) and the invalid-action reply. Renderers give the slip the role "context" (read,
+  never trained on) and train the real turn after it: the model learns to recover from the reply
+  without ever being taught to slip. Without it the reply (which names tags inside an
+  observation) is unlike anything trained, and a model's first format slip cascades."""
+  if rate <= 0:
+    return {}
+  import random
+  rng = random.Random(f"slip:{seed}:{traj.task.id}")
+  out = {}
+  for i, step in enumerate(traj.steps):
+    if rng.random() < rate:
+      text = render_turn(step)
+      cut = text.rfind(f"<{step.action.tool}>")
+      out[i] = text[:rng.randint(len("<think>"), max(len("<think>"), cut))].rstrip()
+  return out
 
 
 def render_prompt(task: Task, variant: str = "full") -> str:
@@ -93,8 +130,10 @@ def render_observation(observation: str) -> str:
   return f"\n\n<information>{observation}</information>\n\n"
 
 
-def render_segments(traj: Trajectory, variant: str | None = None) -> list[Segment]:
-  """Prompt, then alternating assistant turns and observations.
+def render_segments(traj: Trajectory, variant: str | None = None,
+                    slips: dict[int, str] | None = None) -> list[Segment]:
+  """Prompt, then alternating assistant turns and observations (slipped attempts, `slip_turns`,
+  as context segments with the invalid-action reply before their turn).
 
   `variant` only picks the prompt's instructions; by default it is inferred from the blocks.
   """
@@ -102,7 +141,10 @@ def render_segments(traj: Trajectory, variant: str | None = None) -> list[Segmen
     fs = [s.foresight for s in traj.steps if s.foresight is not None]
     variant = "none" if not fs else ("full" if fs[0].success is not None else "state")
   segs = [Segment("prompt", render_prompt(traj.task, variant))]
-  for step in traj.steps:
+  for i, step in enumerate(traj.steps):
+    if slips and i in slips:
+      segs += [Segment("context", slips[i]),
+               Segment("observation", render_observation(invalid_message(traj.task.domain)))]
     segs.append(Segment("assistant", render_turn(step)))
     if step.observation is not None:
       segs.append(Segment("observation", render_observation(step.observation)))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from foresight_jax.data.math_tasks import calc
-from foresight_jax.data.render import parse_turn, render_observation, render_prompt
+from foresight_jax.data.render import invalid_message, parse_turn, render_observation, render_prompt
 from foresight_jax.data.schema import Task
 from foresight_jax.data.scoring import score_answer
 from foresight_jax.data.world import SearchFn, World
@@ -43,17 +43,6 @@ from foresight_jax.tokenizer.tokens import ACTION_TAGS
 
 STOP_STRINGS = tuple(f"</{a}>" for a in ACTION_TAGS)  # generation ends at an action's closing tag
 DOMAIN_TOOLS = {"search": ("search",), "math": ("calc",)}
-# Search-R1's fixed message, with the domain's tool named (math has no search engine)
-_INVALID = ("My previous action is invalid. If I want to {verb}, I should put the {what} between "
-            "<{tool}> and </{tool}>. If I want to give the final answer, I should put the answer "
-            "between <answer> and </answer>. Let me try again.")
-_VERBS = {"search": ("search", "query"), "calc": ("calculate", "expression")}
-
-
-def invalid_message(domain: str) -> str:
-  tool = DOMAIN_TOOLS[domain][0]
-  verb, what = _VERBS[tool]
-  return _INVALID.format(verb=verb, what=what, tool=tool)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ def base(stage: str, preset: str = "tiny") -> ml_collections.ConfigDict:
   c.data.eval_fraction = 0.0  # trajectories held out (by task id hash) for train.eval_every
   c.data.read_threads = 0
   c.data.documents = 0  # pretrain: the encyclopedia documents of this many synthetic worlds
+  # per-turn rate of slip-and-recover augmentation (a cut-off attempt + the invalid-action reply
+  # before the turn, never trained on: data/render.slip_turns); 0 = off
+  c.data.slip_rate = 0.0
 
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=3e-4, warmup_steps=100, end_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8,
@@ -180,6 +183,7 @@ def check_values(cfg: ml_collections.ConfigDict) -> None:
   _need(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
   _need(d.synthetic >= 0, "data.synthetic", f"must be >= 0, got {d.synthetic}")
   _need(d.num_epochs >= 0, "data.num_epochs", f"must be >= 0, got {d.num_epochs}")
+  _need(0.0 <= d.slip_rate <= 1.0, "data.slip_rate", f"must be in [0, 1], got {d.slip_rate}")
   _need(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", f"must be in [0, 1), got {d.eval_fraction}")
   if cfg.stage == "fc_rl":
     check_rl(cfg.rl)

@@ -33,7 +33,8 @@ from foresight_jax.data import pipeline
 from foresight_jax.data.pipeline_pack import LengthPolicyIterDataset, PadBatch, ShiftPackedRow
 from foresight_jax.data.pipeline_sources import to_trajectory
 from foresight_jax.data.pipeline_tokenize import MODES
-from foresight_jax.data.render import Segment, render_prompt, render_segments, render_turn
+from foresight_jax.data.render import (Segment, invalid_message, render_prompt, render_segments, render_turn,
+                                      slip_turns)
 from foresight_jax.data.schema import Trajectory
 from foresight_jax.tokenizer import FORESIGHT_TOKENS, Tokenizer
 from foresight_jax.train.stages_config import TRAIN_SENTENCEPIECE, ConfigError, data_paths
@@ -110,20 +111,27 @@ def load_documents(cfg) -> tuple[list[str], list[str], dict]:
 
 
 # ------------------------------------------------------------------------------ chat rendering
-def chat_messages(traj: Trajectory, template: str, variant: str | None) -> list[dict[str, str]]:
+def chat_messages(traj: Trajectory, template: str, variant: str | None,
+                  slips: dict[int, str] | None = None) -> list[dict[str, Any]]:
+  """The conversation; a slipped attempt (render.slip_turns) is an assistant message marked
+  "train": False, followed by the invalid-action reply as a tool message."""
   obs_role = "user" if template == "youtu" else "tool"  # youtu's template has no tool role
   # the prompt's instructions: the variant given, else inferred from the blocks (as render_segments)
   fs = [s.foresight for s in traj.steps if s.foresight is not None]
   v = variant or ("none" if not fs else "full" if fs[0].success is not None else "state")
   msgs = [{"role": "user", "content": render_prompt(traj.task, v).rstrip("\n")}]
-  for step in traj.steps:
+  for i, step in enumerate(traj.steps):
+    if slips and i in slips:
+      msgs += [{"role": "assistant", "content": slips[i], "train": False},
+               {"role": obs_role, "content": f"<information>{invalid_message(traj.task.domain)}</information>"}]
     msgs.append({"role": "assistant", "content": render_turn(step)})
     if step.observation is not None:
       msgs.append({"role": obs_role, "content": f"<information>{step.observation}</information>"})
   return msgs
 
 
-def chat_segments(traj: Trajectory, tok: Tokenizer, variant: str | None = None) -> list[Segment]:
+def chat_segments(traj: Trajectory, tok: Tokenizer, variant: str | None = None,
+                  slips: dict[int, str] | None = None) -> list[Segment]:
   """The conversation as role segments whose concatenation is exactly the chat template's text.
 
   Each message's text is the difference between the template rendered up to it and up to the
@@ -131,10 +139,11 @@ def chat_segments(traj: Trajectory, tok: Tokenizer, variant: str | None = None) 
   markers) lands in exactly one segment. An assistant message is split into its header
   ("prompt": never a target in SFT), its content + end-of-turn marker ("assistant"), and the
   whitespace after the marker ("prompt": generation stops at the marker)."""
-  msgs = chat_messages(traj, tok.chat_template, variant)
+  msgs = chat_messages(traj, tok.chat_template, variant, slips)
   segs, prev = [], ""
+  plain = [{"role": m["role"], "content": m["content"]} for m in msgs]  # what the template sees
   for i, m in enumerate(msgs):
-    text = tok.apply_chat_template(msgs[:i + 1], add_generation_prompt=False)
+    text = tok.apply_chat_template(plain[:i + 1], add_generation_prompt=False)
     if not text.startswith(prev):
       raise ValueError(f"chat template {tok.chat_template!r} is not prefix-stable")
     piece, prev = text[len(prev):], text
@@ -147,15 +156,17 @@ def chat_segments(traj: Trajectory, tok: Tokenizer, variant: str | None = None) 
       raise ValueError(f"chat template {tok.chat_template!r} altered an assistant message")
     rest = piece[j:]
     tail = rest[len(rest.rstrip()):]
-    segs += [Segment("prompt", piece[:j]), Segment("assistant", rest[:len(rest) - len(tail)]),
+    body_role = "assistant" if m.get("train", True) else "context"
+    segs += [Segment("prompt", piece[:j]), Segment(body_role, rest[:len(rest) - len(tail)]),
              Segment("prompt", tail)]
   return [s for s in segs if s.text]
 
 
-def tokenize_chat(traj: Trajectory, tok: Tokenizer, mode: str, variant: str | None = None) -> dict:
+def tokenize_chat(traj: Trajectory, tok: Tokenizer, mode: str, variant: str | None = None,
+                  slip_rate: float = 0.0, seed: int = 0) -> dict:
   """{"tokens", "loss_mask"} of the chat rendering (the same layout as tokenize_trajectory)."""
   table = MODES[mode]
-  segs = chat_segments(traj, tok, variant)
+  segs = chat_segments(traj, tok, variant, slip_turns(traj, slip_rate, seed))
   encoded = tok.encode_batch([s.text for s in segs])
   text = "".join(sg.text for sg in segs)
   bos = tok.bos_id if tok.default_add_bos and not tok.chat_template_writes_bos(text) else None
@@ -167,15 +178,17 @@ def tokenize_chat(traj: Trajectory, tok: Tokenizer, mode: str, variant: str | No
 
 
 class ChatTokenizeRecord(grain.transforms.Map):
-  def __init__(self, tok: Tokenizer, mode: str, variant: str | None, field: str):
+  def __init__(self, tok: Tokenizer, mode: str, variant: str | None, field: str, slip_rate: float = 0.0,
+               seed: int = 0):
     self.tok, self.mode, self.variant, self.field = tok, mode, variant, field
+    self.slip_rate, self.seed = slip_rate, seed
 
   def map(self, record: Any) -> dict[str, Any]:
     try:
       traj = to_trajectory(record, self.field)
     except ValueError as e:
       return {"rejected": str(e)[:200]}
-    return tokenize_chat(traj, self.tok, self.mode, self.variant)
+    return tokenize_chat(traj, self.tok, self.mode, self.variant, self.slip_rate, self.seed)
 
 
 def rendered_texts(trajs: Sequence[Trajectory], cfg, tok: Tokenizer | None = None) -> list[str]:
@@ -280,7 +293,7 @@ def _build(trajs, tok, pcfg: pipeline.PipelineConfig, chat: bool, documents: boo
     ds = (src.repeat(pcfg.num_epochs) if pcfg.num_epochs != 1 else src).map(TokenizeDocument(tok))
   else:
     ds = pipeline.source_dataset(pipeline.MemorySource(trajs), pcfg).map(
-        ChatTokenizeRecord(tok, pcfg.mode, pcfg.variant, pcfg.record_field))
+        ChatTokenizeRecord(tok, pcfg.mode, pcfg.variant, pcfg.record_field, pcfg.slip_rate, pcfg.seed))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=pcfg.read_threads,
                                             prefetch_buffer_size=max(4 * pcfg.read_threads, 1)))
   ds = LengthPolicyIterDataset(ds, pcfg.seq_len, pcfg.overlong)
@@ -347,7 +360,7 @@ def pipeline_config(cfg, *, eval_: bool = False) -> pipeline.PipelineConfig:
       mode=d.mode, seq_len=d.seq_len, batch_size=d.batch_size if slice_mode else d.batch_size // n,
       overlong=d.overlong, packing=d.packing, seed=d.seed + (7919 if eval_ else 0),
       shuffle=not eval_, num_epochs=None if (eval_ or not d.num_epochs) else d.num_epochs,
-      variant=d.variant, read_threads=d.read_threads,
+      variant=d.variant, read_threads=d.read_threads, slip_rate=0.0 if eval_ else d.slip_rate,
       shard_index=0 if slice_mode else None, shard_count=1 if slice_mode else None)
 
 
