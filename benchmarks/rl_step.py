@@ -24,9 +24,8 @@ costs one extra host round trip). `--with-tunix` runs each side in its own fresh
 interleaved (ours, tunix, ours, tunix, ... for --repeats), after measuring the host's fp32 matmul
 peak, prints every run's JSON line (with "side" and "repeat") and a summary line with the ratios
 tunix / ours of the medians over repeats (`--ours-variants` adds runs of ours with extra flags).
-`--patch-sampler` applies a local monkeypatch of foresight_jax.sampling.core (`patch_sampler`
-below: a proposed change, measured here, not in the library). `--prompt-width auto` pads the
-prompts to the run's longest (16 columns here) instead of the peer's 32.
+`--prompt-width auto` pads the prompts to the run's longest (16 columns here) instead of the
+peer's 32.
 """
 from __future__ import annotations
 
@@ -62,12 +61,11 @@ def parse_args(argv=None):
                  "longest BOS+prompt rounded up to 8; the same samples and loss, less padding computed)")
   p.add_argument("--aggregation", default="token_mean", choices=["token_mean", "sequence_mean"])
   p.add_argument("--profile", action="store_true", help="time rollout and update as two jitted halves")
-  p.add_argument("--patch-sampler", action="store_true", help="measure the sampler change in BUILD_NOTES")
   p.add_argument("--with-tunix", action="store_true", help="run the peer too, interleaved, in subprocesses")
   p.add_argument("--repeats", type=int, default=2, help="with --with-tunix: runs of each side")
   p.add_argument("--ours-variants", nargs="*", default=[],
                  help="with --with-tunix: more runs of ours per repeat, each with these extra flags "
-                 "(one quoted string per variant, e.g. '--prompt-width auto --patch-sampler')")
+                 "(one quoted string per variant, e.g. '--prompt-width auto')")
   a = p.parse_args(argv)
   a.mesh_str = a.mesh
   a.mesh = tuple(int(x) for x in a.mesh.split(","))
@@ -103,53 +101,6 @@ def _loadavg() -> float:
 
 
 # ------------------------------------------------------------------------------------- our side
-def patch_sampler() -> None:
-  """The proposed foresight_jax.sampling.core change, applied to this process only (measured here,
-  not in the library): `sample_logits` without `jnp.argmax` and without a Gumbel draw per vocab
-  entry.
-
-  1. XLA:CPU lowers `jnp.argmax` (a variadic (value, index) reduce) to a slow scalar loop: the
-     greedy argmax and `jax.random.categorical`'s argmax cost ~0.1 ms each per decode step at
-     [32, 512]. max, then the smallest index equal to it (two plain reduces), is the same token.
-  2. `jax.random.categorical` draws B x V Gumbels (threefry on the CPU runs as a rolled loop);
-     an inverse-CDF draw needs one uniform per row: exp(logits/T - max), cumsum, count the
-     prefix sums <= u * total. Same distribution, different stream (so different samples than
-     the unpatched sampler for the same key). top_k / top_p paths are unchanged.
-  Measured on the rollout alone (B=32, T=64, quiet host): 29.6 ms -> 21.4 ms wall (1.+2.).
-  """
-  import jax
-  import jax.numpy as jnp
-
-  from foresight_jax.sampling import core
-
-  def argmax(x):
-    m = jnp.max(x, axis=-1, keepdims=True)
-    return jnp.min(jnp.where(x == m, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1]), axis=-1)
-
-  def sample_logits(logits, key, sampling):
-    b, v = logits.shape
-    temperature = jnp.broadcast_to(jnp.asarray(sampling.temperature, jnp.float32), (b,))
-    top_p = jnp.broadcast_to(jnp.asarray(sampling.top_p, jnp.float32), (b,))
-    greedy = argmax(logits)
-
-    def draw(logits):
-      scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
-      if sampling.top_k:
-        vals, idx = jax.lax.top_k(scaled, sampling.top_k)
-        vals = jnp.where(core._top_p_keep_sorted(vals, top_p), vals, -jnp.inf)
-        choice = argmax(vals + jax.random.gumbel(key, vals.shape, vals.dtype))
-        return jnp.take_along_axis(idx, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
-      scaled = jax.lax.cond(jnp.any(top_p < 1.0), core._top_p_filter_full, lambda x, _: x, scaled, top_p)
-      c = jnp.cumsum(jnp.exp(scaled - jnp.max(scaled, axis=-1, keepdims=True)), axis=-1)
-      u = jax.random.uniform(key, (b, 1), jnp.float32) * c[:, -1:]
-      return jnp.minimum(jnp.sum(c <= u, axis=-1), v - 1).astype(jnp.int32)
-
-    sampled = jax.lax.cond(jnp.any(temperature > 0), draw, lambda _: greedy, logits)
-    return jnp.where(temperature > 0, sampled, greedy)
-
-  core.sample_logits = sample_logits  # decode / prefill / extend look it up at trace time
-
-
 def run_ours(args) -> dict:
   setup_env(args)
   load0 = _loadavg()
@@ -162,8 +113,6 @@ def run_ours(args) -> dict:
   from foresight_jax.models.config import param_count
   from foresight_jax.rl import arith
 
-  if args.patch_sampler:
-    patch_sampler()
 
   n, g, t, s = args.prompts, args.group, args.max_new_tokens, args.steps
   sp = arith.build_tokenizer(args.work_dir)
@@ -258,8 +207,6 @@ def run_ours(args) -> dict:
   if args.profile:
     out.update(profile=True, median_rollout_s=round(mid(roll_s), 4), median_update_s=round(mid(upd_s), 4),
                first_rollout_s=round(roll_s[0], 4), first_update_s=round(upd_s[0], 4))
-  if args.patch_sampler:
-    out["patched_sampler"] = True
   return out
 
 
@@ -286,8 +233,8 @@ def side_by_side(args) -> None:
   print(json.dumps({"fp32_matmul_peak_flops": peak, "loadavg_1m": _loadavg()}), flush=True)
   base = [PY, os.path.abspath(__file__), *_child_args(args), "--work-dir", args.work_dir,
           "--aggregation", args.aggregation, "--prompt-width", args.prompt_width]
-  variants = {"ours": base + (["--patch-sampler"] if args.patch_sampler else [])}
-  for extra in args.ours_variants:  # extra flags, e.g. "--prompt-width auto --patch-sampler"
+  variants = {"ours": base}
+  for extra in args.ours_variants:  # extra flags, e.g. "--prompt-width auto"
     variants["ours " + extra] = base + extra.split()
   variants["tunix"] = ["bash", os.path.join(PEERS, "run_tunix_grpo.sh"), *_child_args(args),
                        "--work-dir", args.work_dir]

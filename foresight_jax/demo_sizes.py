@@ -46,28 +46,28 @@ class DemoSize:
   horizon: int = 1             # rollout steps per foresight block
   slip_rate: float = 0.15      # slip-and-recover augmentation per turn (WM-AMT and FE-SFT data)
   base_worlds: int = 400       # encyclopedia of the base stage (0: no base stage)
-  base_steps: int = 450
+  base_steps: int = 400
   base_seq: int = 256
   base_batch: int = 16
   # training
   seq_len: int = 1024
   batch: int = 4
-  wm_steps: int = 300
-  sft_steps: int = 150
+  wm_steps: int = 250
+  sft_steps: int = 125
   wm_lr: float = 3e-3
   sft_lr: float = 1e-3
   base_lr: float = 3e-3
   compute_dtype: str = ""
   # evaluation
   n_eval: int = 100
-  max_new_tokens: int = 256
+  max_new_tokens: int = 128   # turns are <= ~110 tokens with one-step rollouts
   max_turns: int = 5
   # FC-RL / GRPO from the WM-AMT+FE-SFT model
-  rl_steps: int = 8
+  rl_steps: int = 3
   rl_prompts: int = 4
   rl_group: int = 4
-  rl_turns: int = 4
-  rl_turn_tokens: int = 160
+  rl_turns: int = 3
+  rl_turn_tokens: int = 96
   rl_lr: float = 2e-5
   minutes_at_reference: float = 10.0  # expected wall time at REFERENCE_TFLOPS
 

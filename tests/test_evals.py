@@ -15,7 +15,7 @@ from foresight_jax.evals import report
 WORLD = World(seed=11)
 STEP_KEYS = {"kind", "receipt_version", "run", "task_id", "step", "text", "stop_reason",
              "forecast", "success", "action", "invalid", "observation", "observation_chars",
-             "observation_sha256", "grounding", "format_ok", "format_problems"}
+             "observation_sha256", "grounding", "grounding_f1", "format_ok", "format_problems"}
 EPISODE_KEYS = {"kind", "receipt_version", "run", "task_id", "domain", "question", "answers",
                 "answer", "outcome", "success_estimates", "n_steps", "ended", "format_ok",
                 "format_spec"}
@@ -110,7 +110,11 @@ def test_loop_executes_tools_and_stops(search_task, math_task):
   for ep in eps:
     assert ep.ended == "answer" and ep.score == 1.0 and ep.format_ok
     assert ep.turns[-1].observation is None and ep.turns[-1].grounding is None
-    assert all(t.grounding == 1.0 for t in ep.turns[:-1])  # perfect forecasts
+    # perfect forecasts: precision 1 on search; a math forecast is a number, and digits-only
+    # words are not content (design.md §3), so math grounding is 0 by construction
+    want = 1.0 if ep.task.domain == "search" else 0.0
+    assert all(t.grounding == want for t in ep.turns[:-1]), [t.grounding for t in ep.turns]
+    assert all(t.grounding_f1 > 0 for t in ep.turns[:-1])
   assert s.answer == search_task.answers[0] and m.answer.startswith("\\boxed{")
   assert len({c["seed"] for c in script.calls}) == len(script.calls)
 
@@ -197,6 +201,11 @@ def test_token_f1_and_grounding():
   assert M.token_f1("born in Varnholm", "Varnholm") == pytest.approx(2 * (1 / 3) / (1 / 3 + 1))
   assert M.token_f1("", "") == 1.0 and M.token_f1("x", "") == 0.0
   assert M.grounding_score(None, "anything") == 0.0
+  # precision with clipped counts over content words (stopwords and digits-only words dropped)
+  assert M.token_precision("The mayor of Varnholm is Vabro", "Vabro is mayor") == pytest.approx(2 / 3)
+  assert M.token_precision("Vabro Vabro", "Vabro") == 0.5 and M.token_precision("of the 12", "x") == 0.0
+  assert M.grounding_score("mayor Vabro", "the mayor is Vabro Krashe") == 1.0
+  assert M.grounding_f1("mayor Vabro", "the mayor is Vabro Krashe") < 1.0
   full = turn("search", "q", expect="a passage about Varnholm")
   assert M.step1_expectation(full) == "a passage about Varnholm"
   assert M.step1_expectation("<think> t </think>\n<search> q </search>") is None

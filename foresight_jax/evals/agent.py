@@ -83,6 +83,7 @@ class TurnRecord:
   invalid: bool                       # no usable action: the invalid message was the observation
   observation: str | None             # full text; None after an answer
   grounding: float | None             # None after an answer
+  grounding_f1: float | None          # the secondary figure (metrics.grounding_f1)
   format_ok: bool
   format_problems: tuple[str, ...]
 
@@ -164,9 +165,11 @@ def take_turn(task: Task, gen: Generation, step: int, cfg: AgentConfig, tool_fn:
   else:
     obs = invalid_message(task.domain)
   problems = tuple(M.turn_format_problems(text, spec))
-  grounding = None if obs is None else M.grounding_score(M.step1_expectation(text, spec), obs)
+  expect = M.step1_expectation(text, spec)
+  grounding = None if obs is None else M.grounding_score(expect, obs)
+  grounding_f1 = None if obs is None else M.grounding_f1(expect, obs)
   return TurnRecord(step=step, text=text, stop_reason=gen.stop_reason, success=parsed.success,
-                    action=act, invalid=not usable, observation=obs, grounding=grounding,
+                    action=act, invalid=not usable, observation=obs, grounding=grounding, grounding_f1=grounding_f1,
                     format_ok=not problems, format_problems=problems)
 
 

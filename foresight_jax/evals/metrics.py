@@ -2,9 +2,10 @@
 
 (a) format adherence: fraction of turns, and of episodes, whose text passes `check_format` for
     the variant (a model can learn the grammar without learning to forecast);
-(b) forecast grounding: token-F1 (SQuAD normalisation) between each rollout's step-1
-    expectation and the observation that actually followed, averaged over turns that were
-    followed by an observation; 0 for a missing block or an unparsable first step;
+(b) forecast grounding: token precision (design.md §3: the share of the step-1 expectation's
+    content words that occur in the observation that actually followed, counts clipped),
+    averaged over turns followed by an observation; 0 for a missing block or an unparsable first
+    step; token-F1 against the whole observation as a secondary figure (`grounding_f1`);
 (c) calibration: Brier and ECE (10 bins) of every turn's success estimate against its episode's
     outcome, with the number of estimates (a run that stops writing estimates must not look
     well calibrated on three of them);
@@ -82,8 +83,32 @@ def step1_expectation(turn_text: str, spec: FormatSpec = FormatSpec()) -> str | 
   return p.rollout[0].expect.strip() or None
 
 
+def content_words(text: str) -> list[str]:
+  """SQuAD-normalised words that carry content: no stopword (rewards_host.STOPWORDS, the list the
+  in-graph grounding reward uses), no digits-only word."""
+  from foresight_jax.evals.rewards_host import STOPWORDS
+  return [w for w in normalize_answer(text).split() if w not in STOPWORDS and not w.isdigit()]
+
+
+def token_precision(pred: str, ref: str) -> float:
+  """design.md §3: the fraction of `pred`'s content words found in `ref`, counts clipped as in
+  BLEU (a word predicted twice must occur twice); 0 when `pred` has no content word."""
+  p = content_words(pred)
+  if not p:
+    return 0.0
+  return sum((Counter(p) & Counter(normalize_answer(ref).split())).values()) / len(p)
+
+
 def grounding_score(expectation: str | None, observation: str) -> float:
-  """Token-F1 of the step-1 expectation against the observation; 0 without an expectation."""
+  """Token precision of the step-1 expectation against the observation that followed (did what
+  was predicted show up?); 0 without an expectation. The word-level text version of the RL
+  reward's token-id precision (rl/rewards.py)."""
+  return 0.0 if not expectation else token_precision(expectation, observation)
+
+
+def grounding_f1(expectation: str | None, observation: str) -> float:
+  """Token-F1 against the whole observation: design.md's secondary figure (low even for perfect
+  forecasts, since three passages are far longer than a rollout step)."""
   return 0.0 if not expectation else token_f1(expectation, observation)
 
 
@@ -139,6 +164,7 @@ class EvalMetrics:
   accuracy: float | None         # (d)
   held_out_loss: float | None = None
   brier_skill: float | None = None  # (c) 1 - Brier / Brier of the constant base-rate predictor
+  grounding_f1: float | None = None  # (b) secondary: token-F1 against the whole observation
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -153,6 +179,7 @@ class EpisodeFigures:
   groundings: tuple[float, ...]   # turns followed by an observation
   estimates: tuple[float, ...]    # every parsed success estimate
   outcome: float
+  groundings_f1: tuple[float, ...] = ()
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -174,7 +201,8 @@ def aggregate(units: Sequence[EpisodeFigures], n_bins: int = 10) -> EvalMetrics:
       n_episodes=len(units), n_turns=len(turn_ok), format_turn=_mean(turn_ok),
       format_episode=_mean([u.episode_ok for u in units]), grounding=_mean(ground),
       n_grounded=len(ground), brier=cal["brier"], ece=cal["ece"], n_estimates=cal["n_estimates"],
-      base_rate=cal["base_rate"], brier_skill=skill, accuracy=_mean([u.outcome for u in units]))
+      base_rate=cal["base_rate"], brier_skill=skill, accuracy=_mean([u.outcome for u in units]),
+      grounding_f1=_mean([g for u in units for g in u.groundings_f1]))
 
 
 def episode_figures(episodes: Iterable[Any], spec: FormatSpec) -> list[EpisodeFigures]:
@@ -189,7 +217,8 @@ def episode_figures(episodes: Iterable[Any], spec: FormatSpec) -> list[EpisodeFi
         groundings=tuple(grounding_score(step1_expectation(t, spec), o)
                          for t, o in zip(texts, obs) if o is not None),
         estimates=tuple(s for s in (success_estimate(t, spec) for t in texts) if s is not None),
-        outcome=float(ep.score)))
+        outcome=float(ep.score),
+        groundings_f1=tuple(grounding_f1(step1_expectation(t, spec), o) for t, o in zip(texts, obs) if o is not None)))
   return out
 
 
@@ -199,12 +228,12 @@ def metrics_from_episodes(episodes: Iterable[Any], spec: FormatSpec, n_bins: int
   return aggregate(episode_figures(episodes, spec), n_bins)
 
 
-def _receipt_grounding(step: dict, spec: FormatSpec) -> float:
+def _receipt_grounding(step: dict, spec: FormatSpec, score=grounding_score, key: str = "grounding") -> float:
   obs = step["observation"]
   if len(obs) == step["observation_chars"] and rc.sha256(obs) == step["observation_sha256"]:
-    return grounding_score(step1_expectation(step["text"], spec), obs)
+    return score(step1_expectation(step["text"], spec), obs)
   # truncated: the full text is gone, so the score written at run time is the figure of record
-  return float(step["grounding"])
+  return float(step.get(key) or 0.0)
 
 
 def receipt_figures(source: str | Path | Iterable[dict], run: str | None = None,
@@ -222,7 +251,9 @@ def receipt_figures(source: str | Path | Iterable[dict], run: str | None = None,
         episode_ok=episode_format_ok(texts, obs, sp),
         groundings=tuple(_receipt_grounding(s, sp) for s in steps if s["observation"] is not None),
         estimates=tuple(v for v in (success_estimate(t, sp) for t in texts) if v is not None),
-        outcome=0.0 if ep["answer"] is None else score_answer(ep["domain"], ep["answer"], ep["answers"])))
+        outcome=0.0 if ep["answer"] is None else score_answer(ep["domain"], ep["answer"], ep["answers"]),
+        groundings_f1=tuple(_receipt_grounding(s, sp, grounding_f1, "grounding_f1") for s in steps
+                            if s["observation"] is not None)))
   return out
 
 

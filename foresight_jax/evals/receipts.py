@@ -10,7 +10,8 @@ Step receipt (``"kind": "step"``)::
    "action": {"tool": "search", "arg": "q"} | null, "invalid": false,
    "observation": "Doc 1(Title: ...) ..." | null,   # truncated to max_obs_chars
    "observation_chars": 812, "observation_sha256": "...",  # of the FULL observation
-   "grounding": 0.31 | null,                    # null after an answer (nothing followed)
+   "grounding": 0.31 | null,                    # token precision; null after an answer (nothing followed)
+   "grounding_f1": 0.12 | null,                 # the secondary figure (token-F1 vs the whole observation)
    "format_ok": true, "format_problems": []}
 
 Episode receipt (``"kind": "episode"``), written after its steps::
@@ -63,7 +64,8 @@ def step_receipt(task_id: str, turn: Any, run: str = "", max_obs_chars: int = 20
       "observation": None if obs is None else obs[:max_obs_chars],
       "observation_chars": None if obs is None else len(obs),
       "observation_sha256": None if obs is None else sha256(obs),
-      "grounding": turn.grounding, "format_ok": turn.format_ok,
+      "grounding": turn.grounding, "grounding_f1": getattr(turn, "grounding_f1", None),
+      "format_ok": turn.format_ok,
       "format_problems": list(turn.format_problems),
   }
 

@@ -42,8 +42,10 @@ def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
     cv, v = _write(cache["v"], v, layer, index)
     cache = {**cache, "k": ck, "v": cv}
     k, v = k.astype(dtype), v.astype(dtype)
-  # no cache: queries and keys are the same slots, so the masked upper triangle can be skipped
-  attend = layers.dot_attention if cache is not None else layers.causal_attention
+  # no cache, or a prefill from slot 0: query t and key t are the same slot, so the masked upper
+  # triangle can be skipped (keys past the prompt are empty slots, masked anyway)
+  aligned = cache is None or (isinstance(index, int) and index == 0)
+  attend = layers.causal_attention if aligned else layers.dot_attention
   o = attend(q, k, v, mask, cfg.head_dim ** -0.5)
   return jnp.einsum("bthk,hkd->btd", o, p["o"].astype(dtype)), cache
 

@@ -190,12 +190,20 @@ def _top_p_filter_full(logits: jax.Array, top_p: jax.Array) -> jax.Array:
   return jnp.where(logits >= cutoff, logits, -jnp.inf)
 
 
+def _argmax(x: jax.Array) -> jax.Array:
+  """The first index of each row's maximum. Same token as `jnp.argmax`, which XLA:CPU lowers to a
+  slow scalar loop (a variadic value/index reduce); max, then the smallest index equal to it, are
+  two plain reduces."""
+  m = jnp.max(x, axis=-1, keepdims=True)
+  return jnp.min(jnp.where(x == m, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1]), axis=-1)
+
+
 def sample_logits(logits: jax.Array, key: jax.Array, sampling: SamplingParams) -> jax.Array:
   """Pick one token per row from fp32 logits [B, V] -> int32 [B]."""
-  b = logits.shape[0]
+  b, v = logits.shape
   temperature = jnp.broadcast_to(jnp.asarray(sampling.temperature, jnp.float32), (b,))
   top_p = jnp.broadcast_to(jnp.asarray(sampling.top_p, jnp.float32), (b,))
-  greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  greedy = _argmax(logits).astype(jnp.int32)
 
   def draw(logits):
     # divide by 1 on greedy rows so their (unused) sampling branch stays finite
@@ -204,13 +212,15 @@ def sample_logits(logits: jax.Array, key: jax.Array, sampling: SamplingParams) -
       # static k: sample among the k best only; top_p then acts on this already-sorted short list
       vals, idx = jax.lax.top_k(scaled, sampling.top_k)
       vals = jnp.where(_top_p_keep_sorted(vals, top_p), vals, -jnp.inf)
-      choice = jax.random.categorical(key, vals, axis=-1)
-      sampled = jnp.take_along_axis(idx, choice[:, None], axis=-1)[:, 0]
-    else:
-      # a full-vocab sort is only paid on steps where some row actually asks for nucleus sampling
-      scaled = jax.lax.cond(jnp.any(top_p < 1.0), _top_p_filter_full, lambda x, _: x, scaled, top_p)
-      sampled = jax.random.categorical(key, scaled, axis=-1)
-    return sampled.astype(jnp.int32)
+      choice = _argmax(vals + jax.random.gumbel(key, vals.shape, vals.dtype))
+      return jnp.take_along_axis(idx, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    # a full-vocab sort is only paid on steps where some row actually asks for nucleus sampling
+    scaled = jax.lax.cond(jnp.any(top_p < 1.0), _top_p_filter_full, lambda x, _: x, scaled, top_p)
+    # inverse-CDF draw: one uniform per row instead of a Gumbel per vocabulary entry (the
+    # categorical distribution all the same; threefry over B x V runs as a rolled loop on CPU)
+    c = jnp.cumsum(jnp.exp(scaled - jnp.max(scaled, axis=-1, keepdims=True)), axis=-1)
+    u = jax.random.uniform(key, (b, 1), jnp.float32) * c[:, -1:]
+    return jnp.minimum(jnp.sum(c <= u, axis=-1), v - 1).astype(jnp.int32)
 
   # all-greedy steps skip the random draw over the whole vocab (it costs as much as the argmax)
   sampled = jax.lax.cond(jnp.any(temperature > 0), draw, lambda _: greedy, logits)
