@@ -52,8 +52,8 @@ class DemoSize:
   # training
   seq_len: int = 1024
   batch: int = 4
-  wm_steps: int = 250
-  sft_steps: int = 125
+  wm_steps: int = 300
+  sft_steps: int = 150
   wm_lr: float = 3e-3
   sft_lr: float = 1e-3
   base_lr: float = 3e-3
