@@ -18,6 +18,13 @@ def device_info() -> dict:
           "host": platform.node(), "cpus": os.cpu_count(), "jax": jax.__version__}
 
 
+def peak_memory_gib() -> float | None:
+  """Peak bytes the first device's allocator has handed out (None where the backend keeps no stats)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2 ** 30
+
+
 def measured_matmul_peak(dtype=jnp.float32, n=None) -> float:
   """FLOP/s of a large square matmul: the practical ceiling MFU is quoted against on CPU."""
   n = n or (2048 if jax.devices()[0].platform == "cpu" else 8192)

@@ -2,7 +2,7 @@
 
 Prints one JSON line. Example (CPU):
   python benchmarks/train_step.py --preset smollm2_135m --weights <SmolLM2 gguf> --seq 512 --batch 4
-GPU, Youtu-2B shape in bf16 (ours only):
+GPU, Youtu-2B shape in bf16 (ours only; the torch GPU peer is ../shared/peers/torch_gpu_train.py):
   python benchmarks/train_step.py --preset youtu_llm_2b --seq 4096 --batch 4 --dtype bfloat16 --no-torch
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import common
-from foresight_jax.models import config as config_lib, params as params_lib, presets
+from foresight_jax.models import config as config_lib, kernels, params as params_lib, presets, transformer
 from foresight_jax.train import losses
 
 
@@ -27,6 +27,10 @@ def main():
   ap.add_argument("--batch", type=int, default=4)
   ap.add_argument("--dtype", default="float32", help="compute dtype (params stay fp32)")
   ap.add_argument("--remat", default="none")
+  ap.add_argument("--attention", default="auto", help="attention_impl: auto|xla|cudnn|splash (models/kernels.py)")
+  ap.add_argument("--plain-loss", action="store_true",
+                  help="materialise the whole [B, T, vocab] fp32 logits (the pre-chunking loss) for comparison")
+  ap.add_argument("--packed", action="store_true", help="pass segment ids (two documents per row), as the trainer does")
   ap.add_argument("--no-torch", action="store_true", help="skip the transformers side (GPU runs)")
   ap.add_argument("--min-time", type=float, default=5.0)
   args = ap.parse_args()
@@ -38,12 +42,23 @@ def main():
     hf = None
   else:
     cfg, params, hf = common.load_both(args.preset, args.weights)
-  cfg = cfg.replace(compute_dtype=args.dtype, remat_policy=args.remat)
+  cfg = cfg.replace(compute_dtype=args.dtype, remat_policy=args.remat, attention_impl=args.attention)
   tokens = rng.integers(0, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
   batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
            "loss_mask": jnp.ones((args.batch, args.seq), jnp.float32)}
+  if args.packed:
+    half = args.seq // 2
+    batch["segment_ids"] = jnp.asarray(np.repeat([[1] * half + [2] * (args.seq - half)], args.batch, 0), jnp.int32)
+    batch["positions"] = jnp.asarray(np.repeat([list(range(half)) + list(range(args.seq - half))], args.batch, 0),
+                                     jnp.int32)
 
-  grad_fn = jax.jit(jax.value_and_grad(functools.partial(losses.causal_lm_loss, cfg), has_aux=True))
+  def plain_loss(params, batch):
+    logits, _ = transformer.forward(cfg, params, batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
+    loss, _ = losses.masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    return loss, {"loss": loss}
+
+  loss_fn = plain_loss if args.plain_loss else functools.partial(losses.causal_lm_loss, cfg)
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
 
   def ours():
     (loss, _), g = grad_fn(params, batch)
@@ -56,7 +71,9 @@ def main():
   rec = {"bench": "train_step", "preset": args.preset, "weights": args.weights, "seq": args.seq,
          "batch": args.batch, "dtype": args.dtype, "ours_tokens_per_s": ntok / t_ours,
          "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
-         "measured_matmul_tflops": peak / 1e12, **common.device_info()}
+         "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
+         "remat": args.remat, "plain_loss": args.plain_loss, "packed": args.packed,
+         "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}
   if hf is not None:
     import torch
     torch.set_num_threads(max(1, jax.local_devices()[0].platform == "cpu" and __import__("os").cpu_count() or 1))

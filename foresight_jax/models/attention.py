@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from foresight_jax.models import layers
+from foresight_jax.models import kernels, layers
 from foresight_jax.models.config import ModelConfig
 from foresight_jax.sharding import constrain
 
@@ -26,7 +26,7 @@ def _write(cache_arr, new, layer, index):
   return cache_arr, cache_arr[layer]
 
 
-def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
+def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype, segments=None):
   q = jnp.einsum("btd,dhk->bthk", x, p["q"].astype(dtype))
   k = jnp.einsum("btd,dhk->bthk", x, p["k"].astype(dtype))
   v = jnp.einsum("btd,dhk->bthk", x, p["v"].astype(dtype))
@@ -44,13 +44,23 @@ def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
     k, v = k.astype(dtype), v.astype(dtype)
   # no cache, or a prefill from slot 0: query t and key t are the same slot, so the masked upper
   # triangle can be skipped (keys past the prompt are empty slots, masked anyway)
-  aligned = cache is None or (isinstance(index, int) and index == 0)
-  attend = layers.causal_attention if aligned else layers.dot_attention
-  o = attend(q, k, v, mask, cfg.head_dim ** -0.5)
+  scale = cfg.head_dim ** -0.5
+  if cache is None:
+    o = _self_attention(cfg, q, k, v, segments, mask, scale)
+  elif isinstance(index, int) and index == 0:
+    o = layers.causal_attention(q, k, v, mask, scale)
+  else:
+    o = layers.dot_attention(q, k, v, mask, scale)
   return jnp.einsum("bthk,hkd->btd", o, p["o"].astype(dtype)), cache
 
 
-def mla(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
+def _self_attention(cfg: ModelConfig, q, k, v, segments, mask, scale):
+  """No-cache attention through the per-backend kernel; `segments` is (segment ids, packed)."""
+  seg, packed = segments
+  return kernels.self_attention(q, k, v, seg, mask, scale, cfg.attention_impl, packed)
+
+
+def mla(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype, segments=None):
   dn = cfg.qk_nope_head_dim
   if cfg.q_lora_rank:
     qa = layers.rms_norm(jnp.einsum("btd,dr->btr", x, p["q_a"].astype(dtype)), p["q_a_norm"], MLA_NORM_EPS)
@@ -70,7 +80,7 @@ def mla(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype):
     kv = jnp.einsum("btr,rhk->bthk", c, kv_b)
     k_nope, v = kv[..., :dn], kv[..., dn:]
     k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rot[:, :, None], k_nope.shape[:3] + k_rot.shape[-1:])], -1)
-    o = layers.causal_attention(jnp.concatenate([q_nope, q_rot], -1), k, v, mask, scale)
+    o = _self_attention(cfg, jnp.concatenate([q_nope, q_rot], -1), k, v, segments, mask, scale)
   else:
     c_cache, c_all = _write(cache["c_kv"], c, layer, index)
     r_cache, r_all = _write(cache["k_rot"], k_rot, layer, index)

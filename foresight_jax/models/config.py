@@ -47,12 +47,17 @@ class ModelConfig:
   compute_dtype: str = "float32"
   remat_policy: str = "none"
   scan_layers: bool = True
+  # training self-attention kernel (models/kernels.py): auto = cuDNN flash on GPU, splash on TPU, XLA on CPU
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if self.family not in FAMILIES:
       raise ValueError(f"unknown model family {self.family!r}; supported: {FAMILIES}")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"unknown remat_policy {self.remat_policy!r}; supported: {REMAT_POLICIES}")
+    from foresight_jax.models import kernels  # local: kernels imports layers, which imports config
+    if self.attention_impl not in kernels.IMPLS:
+      raise ValueError(f"unknown attention_impl {self.attention_impl!r}; supported: {kernels.IMPLS}")
     if not self.is_mla and self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
 

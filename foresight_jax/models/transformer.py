@@ -49,10 +49,10 @@ def cache_logical_axes(cfg: ModelConfig) -> dict[str, tuple]:
   return axes
 
 
-def _decoder_layer(cfg: ModelConfig, lp, x, cos, sin, mask, cache, layer, index, dtype):
+def _decoder_layer(cfg: ModelConfig, lp, x, cos, sin, mask, cache, layer, index, dtype, segments):
   attn_fn = attention.mla if cfg.is_mla else attention.gqa
   h = layers.rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-  a, cache = attn_fn(cfg, lp["attn"], h, cos, sin, mask, cache, layer, index, dtype)
+  a, cache = attn_fn(cfg, lp["attn"], h, cos, sin, mask, cache, layer, index, dtype, segments)
   x = constrain(x + a, ("batch", "seq", "act_embed"))
   h = layers.rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
   x = constrain(x + layers.mlp(lp["mlp"], h, dtype), ("batch", "seq", "act_embed"))
@@ -72,8 +72,9 @@ def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array, positions
   b, t = tokens.shape
   if positions is None:
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-  if segment_ids is None:
-    segment_ids = jnp.ones((b, t), jnp.int32)
+  # no segment ids: every row is one causal sequence, which fused kernels run without a mask
+  segments = (segment_ids if segment_ids is not None else jnp.ones((b, t), jnp.int32), segment_ids is not None)
+  segment_ids = segments[0]
   q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
   if cache is None:
     k_slot, k_seg = q_slot, segment_ids
@@ -93,7 +94,7 @@ def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array, positions
   def body(carry, xs):
     x, cache = carry
     lp, i = xs
-    x, cache = _decoder_layer(cfg, lp, x, cos, sin, mask, cache, i, cache_index, dtype)
+    x, cache = _decoder_layer(cfg, lp, x, cos, sin, mask, cache, i, cache_index, dtype, segments)
     return (x, cache), None
 
   if cfg.remat_policy != "none":

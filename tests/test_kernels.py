@@ -1,0 +1,125 @@
+"""Attention kernels and the chunked LM-head loss against their plain references.
+
+Every no-cache attention path must equal `layers.dot_attention` over the explicit mask (fp32,
+1e-5) with packed segments, left padding, GQA and MLA's qk dim 192 / v dim 128 shape, forwards and
+backwards. The splash (TPU) kernel runs in Pallas interpret mode here; the cuDNN kernel runs only
+where a GPU is present (on the device, BUILD_NOTES)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from foresight_jax.models import kernels, layers, params as params_lib, presets, transformer
+from foresight_jax.train import losses
+
+ON_GPU = jax.devices()[0].platform == "gpu"
+
+
+def _segments(b, t):
+  """Row 0: two packed documents then padding; row 1: left padding then one document; rest: whole."""
+  seg = np.ones((b, t), np.int32)
+  seg[0, t // 3:] = 2
+  seg[0, t - t // 8:] = 0
+  seg[1, :t // 5] = 0
+  return jnp.asarray(seg)
+
+
+def _qkv(b, t, h, kh, d, dv, dtype=jnp.float32, seed=0):
+  ks = jax.random.split(jax.random.key(seed), 4)
+  q = jax.random.normal(ks[0], (b, t, h, d), dtype)
+  k = jax.random.normal(ks[1], (b, t, kh, d), dtype)
+  v = jax.random.normal(ks[2], (b, t, kh, dv), dtype)
+  ct = jax.random.normal(ks[3], (b, t, h, dv), jnp.float32)  # a random cotangent for the backward
+  return q, k, v, ct
+
+
+def _check(impl, b, t, h, kh, d, dv, dtype=jnp.float32, atol=1e-5, grad_rtol=1e-5):
+  q, k, v, ct = _qkv(b, t, h, kh, d, dv, dtype)
+  seg = _segments(b, t)
+  slot = jnp.arange(t)
+  mask = layers.attention_mask(slot, slot, seg, seg)
+  scale = d ** -0.5
+  real = (np.asarray(seg) != 0)[:, :, None, None]  # padding rows are unspecified by contract
+
+  def loss(fn, q, k, v):
+    return (fn(q, k, v).astype(jnp.float32) * ct * real).sum()
+
+  ref_fn = lambda q, k, v: layers.dot_attention(q.astype(jnp.float32), k.astype(jnp.float32),
+                                                v.astype(jnp.float32), mask, scale)
+  fn = lambda q, k, v: kernels.self_attention(q, k, v, seg, mask, scale, impl, packed=True)
+  out, ref = jax.jit(fn)(q, k, v), ref_fn(q, k, v)
+  assert out.shape == ref.shape
+  np.testing.assert_allclose(np.asarray(out, np.float32) * real, np.asarray(ref) * real, atol=atol)
+  grads = jax.jit(jax.grad(functools.partial(loss, fn), argnums=(0, 1, 2)))(q, k, v)
+  ref_grads = jax.grad(functools.partial(loss, ref_fn), argnums=(0, 1, 2))(q, k, v)
+  for name, g, r in zip("qkv", grads, ref_grads):
+    err = float(jnp.max(jnp.abs(g.astype(jnp.float32) - r)))
+    assert err <= grad_rtol * float(jnp.max(jnp.abs(r))) + atol, (name, err)
+
+
+SHAPES = {"gqa": (2, 256, 4, 2, 32, 32), "mla": (2, 256, 4, 4, 192, 128)}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("impl", ["xla", "splash"])
+def test_attention_paths_equal_reference(impl, shape):
+  _check(impl, *SHAPES[shape])
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs a GPU (run on the device)")
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_cudnn_attention_equals_reference(shape):
+  # bf16 inputs (cuDNN has no fp32 kernel): bounds a few times bf16 rounding of O(1) outputs
+  _check("cudnn", *SHAPES[shape], dtype=jnp.bfloat16, atol=2e-2, grad_rtol=2e-2)
+
+
+def test_auto_picks_per_backend_and_fp32_never_reaches_cudnn():
+  want = {"gpu": "cudnn", "tpu": "splash"}.get(jax.devices()[0].platform, "xla")
+  assert kernels.resolve("auto", jnp.bfloat16) == want
+  assert kernels.resolve("cudnn", jnp.float32) == "xla"
+  with pytest.raises(ValueError, match="attention_impl"):
+    kernels.resolve("flash3", jnp.float32)
+  with pytest.raises(ValueError, match="attention_impl"):
+    presets.model_config("tiny").replace(attention_impl="flash3")
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_mla"])
+def test_model_with_splash_equals_xla(name):
+  """The whole decoder on a packed batch: the kernel choice does not change the logits."""
+  cfg = presets.model_config(name)
+  params = params_lib.init_params(cfg, jax.random.key(1))
+  b, t = 2, 128
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (b, t)), jnp.int32)
+  seg = _segments(b, t)
+  pos = jnp.broadcast_to(jnp.arange(t), (b, t))
+  out = {impl: transformer.forward(cfg.replace(attention_impl=impl), params, tokens, pos, seg)[0]
+         for impl in ("xla", "splash")}
+  real = (np.asarray(seg) != 0)[..., None]
+  np.testing.assert_allclose(np.asarray(out["splash"]) * real, np.asarray(out["xla"]) * real, atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_chunked_lm_loss_and_grads_equal_plain(tie):
+  cfg = presets.model_config("tiny").replace(tie_embeddings=tie)
+  params = params_lib.init_params(cfg, jax.random.key(2))
+  b, t = 2, 64
+  rng = np.random.default_rng(3)
+  h = jnp.asarray(rng.normal(size=(b, t, cfg.hidden_size)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, t)), jnp.int32)
+  mask = jnp.asarray(rng.random((b, t)) < 0.7, jnp.float32)
+
+  def plain(params, h):
+    return losses.masked_cross_entropy(transformer.lm_head(cfg, params, h), targets, mask)[0]
+
+  def chunked(params, h):
+    return losses.lm_head_cross_entropy(cfg, params, h, targets, mask, chunk=8)[0]
+
+  (l0, g0), (l1, g1) = (jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, h) for f in (plain, chunked))
+  np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+  for a, r in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(r), atol=1e-6 * float(jnp.max(jnp.abs(r))) + 1e-9)
+  # the chunk never holds more than its budget: 8 positions of 2 rows
+  assert losses.logits_chunk(2, 64, cfg.vocab_size, budget=2 * 8 * cfg.vocab_size * 4) == 8
+  assert losses.logits_chunk(4, 4096, 151_936) == 256  # Qwen2.5 at seq 4096, batch 4: 16 chunks
