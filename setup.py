@@ -19,6 +19,8 @@ CORE = [
     "absl-py>=2.0",
     "tqdm>=4.66",
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+    "math-verify==0.9.0",  # eval: symbolic answer check next to the boxed-integer one (evals/qa.py)
+    "matplotlib>=3.8",  # PNG figures embedded in the offline audit report (`foresight-jax report`)
 ]
 
 TEST = [

@@ -18,6 +18,8 @@ commands:
   data-stats counts, token lengths, success rate and calibration of a trajectory file
   train      WM-AMT / FE-SFT training: train --config configs/wm_amt.py:tiny [--config.KEY=VALUE]
   demo       the `make demo` job: world -> augment -> WM-AMT -> FE-SFT -> held-out evaluation table
+  report     self-contained HTML audit of runs' receipts: table, calibration, theater flags, episodes
+  eval       evaluation suites (world, fanoutqa, champ, registered sets): receipts + JSON figures
 """
 
 
@@ -156,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seq", type=int, default=4096)
   p.set_defaults(fn=cmd_info)
 
-  from foresight_jax import cli_data
+  from foresight_jax import cli_data, cli_eval, cli_report
   cli_data.add_parsers(sub)
+  cli_report.add_parsers(sub)
+  cli_eval.add_parsers(sub)
 
   # `train` parses its own arguments with absl flags + ml_collections config_flags
   # (`--config file.py:arg --config.key=value`), which argparse cannot express; main() hands

@@ -255,6 +255,9 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
         "observation that followed; Brier/skill/ECE: success estimates against outcomes (skill > 0 beats the\n"
         "constant base-rate predictor); accuracy: task score; [lo, hi]: 95% bootstrap interval over tasks.\n"
         "Recompute any figure from the receipts: foresight_jax.evals.metrics.metrics_from_receipts(path).")
+  from foresight_jax.evals import html_report
+  rep = html_report.write_report([out_dir], os.path.join(out_dir, "report.html"))
+  print(f"audit report (calibration per turn, theater flags, every episode): {rep['out']}")
   with open(os.path.join(out_dir, "timing.json"), "w") as f:
     json.dump({"seconds": elapsed, "expected_seconds": expect * 60, "size": size.name}, f)
   return runs

@@ -66,6 +66,11 @@ def test_demo_writes_its_run_directory(demo_run):
   assert os.path.isfile(out / "base" / "hf" / "config.json")
   timing = json.load(open(out / "timing.json"))
   assert timing["seconds"] > 0 and timing["size"] == "toy"
+  # the offline audit report: every run in it, figures embedded, nothing fetched from elsewhere
+  report = (out / "report.html").read_text()
+  assert "http://" not in report and "https://" not in report and "<script" not in report.lower()
+  assert "data:image/png;base64,iVBORw0KGgo" in report  # base64 of the PNG signature
+  assert all(name in report for name in list(demo.ARMS) + list(demo.RL_RUNS))
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ STEP_KEYS = {"kind", "receipt_version", "run", "task_id", "step", "text", "stop_
              "observation_sha256", "grounding", "grounding_f1", "format_ok", "format_problems"}
 EPISODE_KEYS = {"kind", "receipt_version", "run", "task_id", "domain", "question", "answers",
                 "answer", "outcome", "success_estimates", "n_steps", "ended", "format_ok",
-                "format_spec"}
+                "format_spec", "answer_match"}
 
 
 def turn(tool, arg, expect="something", success=0.5, thought="planning", block=True):

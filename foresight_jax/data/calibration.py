@@ -15,10 +15,15 @@ def brier(p, y) -> float:
   return float(np.mean((p - y) ** 2))
 
 
+def bin_index(p, n_bins: int = 10) -> np.ndarray:
+  """Equal-width bin of each estimate on [0, 1]; p = 1.0 goes in the last bin."""
+  return np.minimum((np.asarray(p, float) * n_bins).astype(int), n_bins - 1)
+
+
 def ece(p, y, n_bins: int = 10) -> float:
   """Expected calibration error, equal-width bins on [0, 1], weighted by bin size."""
   p, y = np.asarray(p, float), np.asarray(y, float)
-  bins = np.minimum((p * n_bins).astype(int), n_bins - 1)  # p = 1.0 goes in the last bin
+  bins = bin_index(p, n_bins)
   total = 0.0
   for b in range(n_bins):
     m = bins == b

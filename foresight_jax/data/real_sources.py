@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple
 
 from foresight_jax.data.adapters import read_math, read_qa_jsonl
 from foresight_jax.data.schema import ReadReport, Task
-from foresight_jax.data.scoring import normalize_answer, parse_int
+from foresight_jax.data.scoring import found_fraction, parse_int
 
 # package (import name) -> (pip distribution, data file inside the package)
 PACKAGED = {
@@ -145,16 +145,16 @@ def title_index(docs: list[WikiDoc]) -> dict[str, WikiDoc]:
 # FanOutQA dev (fanoutqa)
 
 
-def _answer_strings(ans: Any) -> list[str]:
+def answer_strings(ans: Any) -> list[str]:
   """FanOutQA's reference strings: scalars, list elements, dict keys and values (recursively),
   the strings its "loose accuracy" looks for; bools read "yes"/"no" as FanOutQA does."""
   if isinstance(ans, dict):
     out = []
     for k, v in ans.items():
-      out += _answer_strings(k) + _answer_strings(v)
+      out += answer_strings(k) + answer_strings(v)
     return out
   if isinstance(ans, list):
-    return [s for a in ans for s in _answer_strings(a)]
+    return [s for a in ans for s in answer_strings(a)]
   if isinstance(ans, bool):
     return ["yes" if ans else "no"]
   if ans is None:
@@ -182,7 +182,7 @@ def _flatten_subquestions(subs: list, parent: str | None, depth: int, out: list)
 def load_fanoutqa_dev(path: str | Path | None = None) -> tuple[list[Task], SourceReport]:
   """FanOutQA dev questions as search Tasks.
 
-  - ``answers``: FanOutQA's reference strings (see ``_answer_strings``), deduplicated. For a
+  - ``answers``: FanOutQA's reference strings (see ``answer_strings``), deduplicated. For a
     list or dict answer ALL of them are required (``meta["answer_match"] == "all"``: score with
     ``fanout_loose_accuracy``, not exact match against any); for a scalar answer the single
     string is the gold answer (``"any"``).
@@ -204,7 +204,7 @@ def load_fanoutqa_dev(path: str | Path | None = None) -> tuple[list[Task], Sourc
       report.skipped["malformed"] += 1
       report.notes.append(f"{path}: item {i}: no question string")
       continue
-    golds = _dedup(_answer_strings(q.get("answer")))
+    golds = _dedup(answer_strings(q.get("answer")))
     if not golds:
       report.skipped["empty_answer"] += 1
       report.notes.append(f"{path}: {q.get('id', i)}: empty reference answer")
@@ -231,12 +231,7 @@ def load_fanoutqa_dev(path: str | Path | None = None) -> tuple[list[Task], Sourc
 def fanout_loose_accuracy(task: Task, text: str) -> float:
   """FanOutQA's loose accuracy: the fraction of reference strings found in ``text`` as whole
   words, after SQuAD normalisation (FanOutQA itself also lemmatises with spacy; we do not)."""
-  cand = f" {normalize_answer(text)} "
-  golds = [normalize_answer(a) for a in task.answers]
-  golds = [g for g in golds if g]
-  if not golds:
-    return 0.0
-  return sum(f" {g} " in cand for g in golds) / len(golds)
+  return found_fraction(text, task.answers)
 
 
 def evidence_coverage(tasks: list[Task], docs: list[WikiDoc]) -> dict:

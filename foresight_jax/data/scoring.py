@@ -1,7 +1,9 @@
 """Answer scoring shared by data generation, the builder and the RL reward (design.md §3).
 
 - search: SQuAD-style normalisation (lowercase, drop punctuation and articles, collapse
-  whitespace), exact match against any gold answer.
+  whitespace), exact match against any gold answer; for a question whose reference is a list
+  or a table (FanOutQA's ``answer_match == "all"``), every reference string must occur in the
+  answer as whole words (``found_fraction`` == 1).
 - math: integer equality of the last ``\\boxed{...}`` in the prediction.
 """
 from __future__ import annotations
@@ -61,7 +63,22 @@ def math_match(pred: str, golds: list[str] | tuple[str, ...], require_boxed: boo
   return float(any(parse_int(g) == value for g in golds))
 
 
-def score_answer(domain: str, pred: str, golds: list[str] | tuple[str, ...]) -> float:
+def found_fraction(pred: str, golds: list[str] | tuple[str, ...]) -> float:
+  """Fraction of the (non-empty after normalisation) gold strings found in `pred` as whole words,
+  both SQuAD-normalised: FanOutQA's "loose accuracy" (FanOutQA also lemmatises with spacy; we
+  do not). 0 when no gold survives normalisation."""
+  cand = f" {normalize_answer(pred)} "
+  norm = [g for g in (normalize_answer(g) for g in golds) if g]
+  return sum(f" {g} " in cand for g in norm) / len(norm) if norm else 0.0
+
+
+def score_answer(domain: str, pred: str, golds: list[str] | tuple[str, ...], match: str = "any") -> float:
+  """The outcome y of an answer. `match`: "any" (one gold suffices: exact match / boxed
+  integer) or "all" (search only: every gold string must be found, see `found_fraction`)."""
   if domain == "math":
     return math_match(pred, golds)
+  if match == "all":
+    return float(found_fraction(pred, golds) == 1.0)
+  if match != "any":
+    raise ValueError(f"answer match must be 'any' or 'all', got {match!r}")
   return exact_match(pred, golds)

@@ -164,12 +164,20 @@ def take_turn(task: Task, gen: Generation, step: int, cfg: AgentConfig, tool_fn:
     obs = tool_fn(task, act[0], act[1])
   else:
     obs = invalid_message(task.domain)
+  return record_turn(step, text, gen.stop_reason, parsed.success, act, not usable, obs, spec)
+
+
+def record_turn(step: int, text: str, stop_reason: str, success: float | None,
+                action: tuple[str, str] | None, invalid: bool, obs: str | None, spec: M.FormatSpec
+                ) -> TurnRecord:
+  """A turn whose observation is known (from a host tool here, or the device tool's ids decoded:
+  evals/device_agent.py), scored: format problems and the grounding of its forecast."""
   problems = tuple(M.turn_format_problems(text, spec))
   expect = M.step1_expectation(text, spec)
   grounding = None if obs is None else M.grounding_score(expect, obs)
   grounding_f1 = None if obs is None else M.grounding_f1(expect, obs)
-  return TurnRecord(step=step, text=text, stop_reason=gen.stop_reason, success=parsed.success,
-                    action=act, invalid=not usable, observation=obs, grounding=grounding, grounding_f1=grounding_f1,
+  return TurnRecord(step=step, text=text, stop_reason=stop_reason, success=success,
+                    action=action, invalid=invalid, observation=obs, grounding=grounding, grounding_f1=grounding_f1,
                     format_ok=not problems, format_problems=problems)
 
 
@@ -178,7 +186,8 @@ def finish_episode(task: Task, prompt: str, turns: Sequence[TurnRecord], spec: M
   last = turns[-1] if turns else None
   answered = last is not None and last.observation is None
   answer = last.action[1] if answered else None
-  score = score_answer(task.domain, answer, task.answers) if answer is not None else 0.0
+  match = (task.meta or {}).get("answer_match", "any")  # "all": a list/table reference (FanOutQA)
+  score = score_answer(task.domain, answer, task.answers, match) if answer is not None else 0.0
   ok = M.episode_format_ok([t.text for t in turns], [t.observation for t in turns], spec)
   return Episode(task, prompt, tuple(turns), answer, float(score),
                  "answer" if answered else "max_turns", ok)
@@ -241,20 +250,41 @@ def context_ids(tokenizer, segments: Sequence[str], add_bos: bool = True) -> lis
   return ids
 
 
+def chat_messages(context: Sequence[str], obs_role: str = "tool") -> list[dict]:
+  """The raw context [prompt, turn, observation, ...] as the conversation an FE-SFT policy was
+  trained on (stages_data.chat_messages): the user prompt, then assistant turns and observations
+  (`<information>...</information>`) in `obs_role` messages ("user" for templates without a
+  tool role)."""
+  msgs = [{"role": "user", "content": context[0].rstrip("\n")}]
+  for i, piece in enumerate(context[1:]):
+    msgs.append({"role": "assistant" if i % 2 == 0 else obs_role, "content": piece.strip()})
+  return msgs
+
+
 def model_generate_fn(cfg, params, tokenizer, *, temperature=0.0, top_p=1.0, top_k: int = 0,
-                      add_bos: bool = True) -> GenerateFn:
+                      add_bos: bool = True, chat: bool = False, prompt_multiple: int = 32,
+                      batch_multiple: int = 1) -> GenerateFn:
   """A GenerateFn over `sampling.generate` (greedy by default: evaluation should not depend
-  on sampling luck unless asked)."""
+  on sampling luck unless asked). `chat`: contexts are rendered with the tokenizer's chat
+  template (`chat_messages`), as FE-SFT / FC-RL policies read them; else raw segments
+  (`context_ids`, the WM-AMT format). `prompt_multiple` / `batch_multiple`: see
+  `sampling.generate` (an agent loop whose batch shrinks turn by turn keeps a few shapes)."""
   from foresight_jax import sampling
+  obs_role = "user" if getattr(tokenizer, "chat_template", None) == "youtu" else "tool"
 
   def gen(contexts, *, stop, max_new_tokens, seed):
-    prompts = [context_ids(tokenizer, c, add_bos) for c in contexts]
+    if chat:
+      prompts = [tokenizer.encode_chat(chat_messages(c, obs_role), add_generation_prompt=True)
+                 for c in contexts]
+    else:
+      prompts = [context_ids(tokenizer, c, add_bos) for c in contexts]
     # rows near the position limit get fewer tokens instead of running off the RoPE range
     room = [max(0, cfg.max_position_embeddings - len(p)) for p in prompts]
     res = sampling.generate(cfg, params, tokenizer, prompts, max_new_tokens=max_new_tokens,
                             temperature=temperature, top_p=top_p, top_k=top_k, stop=list(stop),
                             include_stop_str=True, key=seed,
-                            max_new_tokens_per_row=[min(r, max_new_tokens) for r in room])
+                            max_new_tokens_per_row=[min(r, max_new_tokens) for r in room],
+                            prompt_multiple=prompt_multiple, batch_multiple=batch_multiple)
     return [Generation(t, r) for t, r in zip(res.texts, res.stop_reasons)]
 
   return gen

@@ -251,7 +251,8 @@ def receipt_figures(source: str | Path | Iterable[dict], run: str | None = None,
         episode_ok=episode_format_ok(texts, obs, sp),
         groundings=tuple(_receipt_grounding(s, sp) for s in steps if s["observation"] is not None),
         estimates=tuple(v for v in (success_estimate(t, sp) for t in texts) if v is not None),
-        outcome=0.0 if ep["answer"] is None else score_answer(ep["domain"], ep["answer"], ep["answers"]),
+        outcome=0.0 if ep["answer"] is None else score_answer(ep["domain"], ep["answer"], ep["answers"],
+                                                              ep.get("answer_match", "any")),
         groundings_f1=tuple(_receipt_grounding(s, sp, grounding_f1, "grounding_f1") for s in steps
                             if s["observation"] is not None)))
   return out
@@ -265,6 +266,35 @@ def metrics_from_receipts(source: str | Path | Iterable[dict], run: str | None =
   holding several.
   """
   return aggregate(receipt_figures(source, run, spec), n_bins)
+
+
+# ---------------------------------------------------------------------------------------------
+# pass@k / mean@k over n >= k samples per problem
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+  """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k) (Chen et al.
+  2021), as the product 1 - prod_{i=n-c+1}^{n} (1 - k/i): the binomials overflow a float long
+  before n gets large, the product never does. Raises ValueError unless 0 <= c <= n and
+  1 <= k <= n (fewer samples than k cannot estimate pass@k)."""
+  for name, v in (("n", n), ("c", c), ("k", k)):
+    if isinstance(v, bool) or int(v) != v:
+      raise ValueError(f"pass_at_k: {name} must be an integer, got {v!r}")
+  n, c, k = int(n), int(c), int(k)
+  if k < 1 or k > n:
+    raise ValueError(f"pass_at_k: need 1 <= k <= n, got n={n}, k={k} (draw at least k samples)")
+  if not 0 <= c <= n:
+    raise ValueError(f"pass_at_k: need 0 <= c <= n, got n={n}, c={c}")
+  if n - c < k:  # every k-subset holds a correct sample
+    return 1.0
+  return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1, dtype=np.float64)))
+
+
+def mean_at_k(correct: Sequence[float]) -> float:
+  """mean@k of one problem: the mean score of its samples (the expected accuracy of one draw)."""
+  if not len(correct):
+    raise ValueError("mean_at_k: no samples")
+  return float(np.mean(np.asarray(correct, np.float64)))
 
 
 # ---------------------------------------------------------------------------------------------

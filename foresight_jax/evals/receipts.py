@@ -19,7 +19,21 @@ Episode receipt (``"kind": "episode"``), written after its steps::
   {"kind": "episode", "receipt_version": 1, "run": "...", "task_id": "...", "domain": "search",
    "question": "...", "answers": [...gold...], "answer": "..." | null, "outcome": 1.0,
    "success_estimates": [0.64, 0.81], "n_steps": 2, "ended": "answer" | "max_turns",
-   "format_ok": true, "format_spec": {"variant": "full", "horizon": 3, ...}}
+   "format_ok": true, "format_spec": {"variant": "full", "horizon": 3, ...},
+   "answer_match": "any" | "all"}            # "all": every gold string must occur (list answers)
+
+`foresight-jax eval` (evals/suites.py) adds to each episode receipt, through ``extra``::
+
+  {"suite": "fanoutqa", "sample": 0,           # which of the k samples of this task
+   "em": 1.0, "f1": 1.0,                       # evals/qa.py (SQuAD EM / token F1, max over golds;
+                                               #  for "all": every gold found / fraction found)
+   "boxed_match": 1.0 | null,                  # math: the boxed-integer check (null for search)
+   "math_verify": true | false | null,         # math: math-verify's verdict, null where it does not
+                                               #  parse the answer or the gold, or is not installed
+   "judge": {"name": "http:gpt-4o-mini", "verdict": true | false | null,
+             "reason": "..."} | null}           # the LLM judge (evals/judge.py); null: no judge set.
+                                               #  verdict null: the judge failed or answered off
+                                               #  format; the reason says which (never the API key)
 
 Why the turn text is stored whole although the design lists only the forecast: format adherence
 must be recomputable, and it is a property of the whole turn. Why the observation keeps its full
@@ -70,8 +84,9 @@ def step_receipt(task_id: str, turn: Any, run: str = "", max_obs_chars: int = 20
   }
 
 
-def episode_receipt(episode: Any, format_spec: dict, run: str = "") -> dict:
-  """Closing receipt of an episode (`episode`: an agent Episode, duck-typed)."""
+def episode_receipt(episode: Any, format_spec: dict, run: str = "", extra: dict | None = None) -> dict:
+  """Closing receipt of an episode (`episode`: an agent Episode, duck-typed); `extra` fields
+  (the eval command's, see the module docstring) are appended."""
   t = episode.task
   return {
       "kind": "episode", "receipt_version": RECEIPT_VERSION, "run": run, "task_id": t.id,
@@ -79,22 +94,29 @@ def episode_receipt(episode: Any, format_spec: dict, run: str = "") -> dict:
       "answer": episode.answer, "outcome": episode.score,
       "success_estimates": list(episode.success_estimates), "n_steps": len(episode.turns),
       "ended": episode.ended, "format_ok": episode.format_ok, "format_spec": dict(format_spec),
+      "answer_match": (t.meta or {}).get("answer_match", "any"), **(extra or {}),
   }
 
 
 def episode_receipts(episode: Any, format_spec: dict, run: str = "",
-                     max_obs_chars: int = 2000) -> list[dict]:
+                     max_obs_chars: int = 2000, extra: dict | None = None) -> list[dict]:
   steps = [step_receipt(episode.task.id, tr, run, max_obs_chars) for tr in episode.turns]
-  return steps + [episode_receipt(episode, format_spec, run)]
+  return steps + [episode_receipt(episode, format_spec, run, extra)]
 
 
 def write_receipts(path: str | Path, episodes: Iterable[Any], format_spec: dict, run: str = "",
-                   max_obs_chars: int = 2000, append: bool = False) -> int:
-  """Write every episode's receipts as JSONL; returns the number of lines written."""
+                   max_obs_chars: int = 2000, append: bool = False,
+                   extras: Iterable[dict] | None = None) -> int:
+  """Write every episode's receipts as JSONL; returns the number of lines written. `extras`:
+  one dict per episode, appended to its episode receipt."""
   n = 0
+  episodes = list(episodes)
+  extras = [None] * len(episodes) if extras is None else list(extras)
+  if len(extras) != len(episodes):
+    raise ValueError(f"{len(extras)} extras for {len(episodes)} episodes")
   with open(path, "a" if append else "w", encoding="utf-8") as f:
-    for ep in episodes:
-      for r in episode_receipts(ep, format_spec, run, max_obs_chars):
+    for ep, extra in zip(episodes, extras):
+      for r in episode_receipts(ep, format_spec, run, max_obs_chars, extra):
         f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
         n += 1
   return n
