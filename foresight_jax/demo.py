@@ -44,33 +44,13 @@ def _stage_config(name: str, size: str = "tiny", **overrides):
 
 
 def chat_generate_fn(cfg, params, tok, max_positions: int, progress=None, batch: int = 1):
-  """GenerateFn for models trained on chat-formatted conversations (FE-SFT): the agent's raw
-  context [prompt, turn, observation, ...] becomes user / assistant / tool messages. Every call
-  is padded to `batch` rows and prompt widths to multiples of 256, so an agent loop whose batch
-  shrinks turn by turn reuses a handful of compiled programs (shared by same-shaped models)."""
-  from foresight_jax import sampling
-  from foresight_jax.evals.agent import Generation
-
-  obs_role = "user" if tok.chat_template == "youtu" else "tool"
-
-  def to_messages(context):
-    msgs = [{"role": "user", "content": context[0].rstrip("\n")}]
-    for i, piece in enumerate(context[1:]):
-      role = "assistant" if i % 2 == 0 else obs_role
-      msgs.append({"role": role, "content": piece.strip()})
-    return msgs
-
-  def gen(contexts, *, stop, max_new_tokens, seed):
-    prompts = [tok.encode_chat(to_messages(c), add_generation_prompt=True) for c in contexts]
-    room = [max(1, min(max_new_tokens, max_positions - len(p))) for p in prompts]
-    res = sampling.generate(cfg, params, tok, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                            stop=list(stop), include_stop_str=True, key=seed, max_new_tokens_per_row=room,
-                            prompt_multiple=256, batch_multiple=batch)
-    if progress is not None:
-      progress.update(len(contexts))
-    return [Generation(t, r) for t, r in zip(res.texts, res.stop_reasons)]
-
-  return gen
+  """GenerateFn for models trained on chat-formatted conversations (FE-SFT), greedy. Every call is
+  padded to `batch` rows and prompt widths to multiples of 256, so an agent loop whose batch shrinks
+  turn by turn reuses a handful of compiled programs (shared by same-shaped models)."""
+  from foresight_jax.evals.agent import model_generate_fn
+  del max_positions  # model_generate_fn caps each row at the model's own position limit
+  return model_generate_fn(cfg, params, tok, chat=True, prompt_multiple=256, batch_multiple=batch,
+                           progress=progress)
 
 
 def _banner(text: str) -> None:

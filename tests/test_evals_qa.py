@@ -134,3 +134,14 @@ def test_mean_at_k_is_the_mean_sample_score():
   assert mean_at_k([1, 0, 0, 1]) == 0.5 and mean_at_k([0.0]) == 0.0
   with pytest.raises(ValueError):
     mean_at_k([])
+
+
+def test_free_text_f1_scores_prose_without_the_answer_tag():
+  # SQuAD normalisation leaves 9 tokens ("the" twice dropped), one of them the gold:
+  # precision 1/9, recall 1 -> F1 = 2 * (1/9) / (10/9) = 0.2
+  text = "The predominant religion in the United States of America is Christianity."
+  assert qa.f1(text, ["Christianity"]) == pytest.approx(0.2)
+  assert qa.free_text_f1(text, ["Christianity"]) == qa.f1(text, ["Christianity"])
+  # tags are not words: <answer> Paris </answer> scores as "Paris"
+  assert qa.free_text_f1("<answer> Paris </answer>", ["Paris"]) == 1.0
+  assert qa.free_text_f1("<think> no idea </think>", ["Paris"]) == 0.0

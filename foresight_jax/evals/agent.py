@@ -263,12 +263,13 @@ def chat_messages(context: Sequence[str], obs_role: str = "tool") -> list[dict]:
 
 def model_generate_fn(cfg, params, tokenizer, *, temperature=0.0, top_p=1.0, top_k: int = 0,
                       add_bos: bool = True, chat: bool = False, prompt_multiple: int = 32,
-                      batch_multiple: int = 1) -> GenerateFn:
+                      batch_multiple: int = 1, progress=None) -> GenerateFn:
   """A GenerateFn over `sampling.generate` (greedy by default: evaluation should not depend
   on sampling luck unless asked). `chat`: contexts are rendered with the tokenizer's chat
   template (`chat_messages`), as FE-SFT / FC-RL policies read them; else raw segments
   (`context_ids`, the WM-AMT format). `prompt_multiple` / `batch_multiple`: see
-  `sampling.generate` (an agent loop whose batch shrinks turn by turn keeps a few shapes)."""
+  `sampling.generate` (an agent loop whose batch shrinks turn by turn keeps a few shapes).
+  `progress`: a tqdm bar advanced by the number of rows of each call."""
   from foresight_jax import sampling
   obs_role = "user" if getattr(tokenizer, "chat_template", None) == "youtu" else "tool"
 
@@ -285,6 +286,8 @@ def model_generate_fn(cfg, params, tokenizer, *, temperature=0.0, top_p=1.0, top
                             include_stop_str=True, key=seed,
                             max_new_tokens_per_row=[min(r, max_new_tokens) for r in room],
                             prompt_multiple=prompt_multiple, batch_multiple=batch_multiple)
+    if progress is not None:
+      progress.update(len(contexts))
     return [Generation(t, r) for t, r in zip(res.texts, res.stop_reasons)]
 
   return gen

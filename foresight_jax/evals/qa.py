@@ -34,6 +34,16 @@ def f1(pred: str, golds: Sequence[str]) -> float:
   return max((token_f1(pred, g) for g in golds), default=0.0)
 
 
+_TAG_RE = __import__("re").compile(r"</?[a-z_]+>")
+
+
+def free_text_f1(text: str, golds: Sequence[str]) -> float:
+  """F1 of a turn's whole text, tags removed, against the golds: whether the model knows the answer
+  even where it never wrote <answer> (a small instruct model often replies in plain prose). The
+  reverse of the format-capability gap: capability without the format."""
+  return f1(_TAG_RE.sub(" ", text), golds)
+
+
 def qa_scores(pred: str | None, golds: Sequence[str], match: str = "any") -> dict[str, float]:
   """{"em", "f1"} of a search answer (`match` "all": see the module docstring); no answer: 0."""
   if pred is None:

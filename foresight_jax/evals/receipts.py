@@ -30,6 +30,8 @@ Episode receipt (``"kind": "episode"``), written after its steps::
    "boxed_match": 1.0 | null,                  # math: the boxed-integer check (null for search)
    "math_verify": true | false | null,         # math: math-verify's verdict, null where it does not
                                                #  parse the answer or the gold, or is not installed
+   "free_text_f1": 0.4 | null,                 # the best F1 of any turn's text, tags removed (null:
+                                               #  math): the answer known without the <answer> format
    "judge": {"name": "http:gpt-4o-mini", "verdict": true | false | null,
              "reason": "..."} | null}           # the LLM judge (evals/judge.py); null: no judge set.
                                                #  verdict null: the judge failed or answered off

@@ -52,15 +52,23 @@ def play(suite: S.Suite, rows: list, model: tuple, cfg) -> tuple[list[agent.Epis
       if cfg.tool_path == "device":
         raise ConfigError(f"tool_path=device, suite {suite.name!r}: {e}") from None
       reason, eps, search = str(e), [], []
+    if search:
+      print(f"eval {suite.name}: {len(search)} search episodes ran on the device tool path", file=sys.stderr,
+            flush=True)
     for i, ep in zip(search, eps):
       episodes[i] = ep
   host = [i for i, ep in enumerate(episodes) if ep is None]
   if host:
+    from tqdm import tqdm
     bs = min(cfg.batch_size, len(host))
-    # fixed batch and 256-wide prompt buckets: the agent loop's shrinking batches reuse programs
-    gen = agent.model_generate_fn(mcfg, params, tok, temperature=temperature, top_p=cfg.top_p, chat=cfg.chat,
-                                  prompt_multiple=256, batch_multiple=bs)
-    eps, _ = agent.evaluate([rows[i] for i in host], gen, suite.tool_fn, acfg, batch_size=bs)
+    # at most max_turns turns per episode; the bar jumps to its end when episodes finish early
+    with tqdm(total=len(host) * acfg.max_turns, desc=f"eval {suite.name} (host)", unit="turn",
+              dynamic_ncols=True) as bar:
+      # fixed batch and 256-wide prompt buckets: the agent loop's shrinking batches reuse programs
+      gen = agent.model_generate_fn(mcfg, params, tok, temperature=temperature, top_p=cfg.top_p, chat=cfg.chat,
+                                    prompt_multiple=256, batch_multiple=bs, progress=bar)
+      eps, _ = agent.evaluate([rows[i] for i in host], gen, suite.tool_fn, acfg, batch_size=bs)
+      bar.update(bar.total - bar.n)
     for i, ep in zip(host, eps):
       episodes[i] = ep
   return episodes, "device" if search else "host", reason

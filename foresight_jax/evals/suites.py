@@ -219,6 +219,7 @@ def aggregate_figures(task_ids: Sequence[str], checks: Sequence[dict], k: int) -
       "judge_accuracy": _mean([float(v) for v in verdicts]), "judge_n": len(verdicts),
       # how often the judge agrees with EM: a judge that says CORRECT to everything shows up here
       "judge_em_agreement": _mean([float(c["judge"]["verdict"] == (c["em"] == 1.0)) for c in judged]),
+      "free_text_f1": _mean([c["free_text_f1"] for c in checks if c.get("free_text_f1") is not None]),
   }
 
 
@@ -236,10 +237,19 @@ def figures_from_receipts(path: str, k: int, run: str | None = None) -> dict:
   format / grounding / calibration with metrics.metrics_from_receipts. The judge's verdicts are
   taken as recorded (re-asking a judge is not recomputing)."""
   recs = rc.read_receipts(path)
-  eps = [ep for _, ep in rc.group_episodes(recs, run)]
+  grouped = rc.group_episodes(recs, run)
+  eps = [ep for _, ep in grouped]
   checks = [{**qa.answer_checks(e["domain"], e["answer"], e["answers"], e.get("answer_match", "any")),
-             "judge": e.get("judge")} for e in eps]
+             "free_text_f1": _free_text_f1(e["domain"], [st["text"] for st in steps], e["answers"]),
+             "judge": e.get("judge")} for steps, e in grouped]
   return suite_figures([e["task_id"] for e in eps], checks, M.metrics_from_receipts(recs, run), k)
+
+
+def _free_text_f1(domain: str, texts: Sequence[str], golds: Sequence[str]) -> float | None:
+  """The best qa.free_text_f1 over an episode's turns (lenient on purpose: a model that states the
+  answer in prose and then derails after the invalid-action reply still knew it); None for math
+  (a number somewhere in prose is not an answer)."""
+  return None if domain == "math" else max((qa.free_text_f1(t, golds) for t in texts), default=0.0)
 
 
 def episode_extras(suite: str, samples: Sequence[int], episodes: Sequence[Any],
@@ -249,7 +259,9 @@ def episode_extras(suite: str, samples: Sequence[int], episodes: Sequence[Any],
   from foresight_jax.evals.judge import JudgeItem
   extras = [{"suite": suite, "sample": j,
              **qa.answer_checks(ep.task.domain, ep.answer, ep.task.answers,
-                                (ep.task.meta or {}).get("answer_match", "any")), "judge": None}
+                                (ep.task.meta or {}).get("answer_match", "any")),
+             "free_text_f1": _free_text_f1(ep.task.domain, [tr.text for tr in ep.turns], ep.task.answers),
+             "judge": None}
             for j, ep in zip(samples, episodes)]
   if judge is None:
     return extras
