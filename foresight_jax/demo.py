@@ -92,7 +92,7 @@ def header(size: DemoSize, peak: float) -> float:
   """Print what the demo is about to do and how long it should take here; returns the estimate."""
   from foresight_jax.models import presets
   from foresight_jax.models.config import param_count
-  expect = size.minutes_at_reference * REFERENCE_TFLOPS / max(peak / 1e12, 1e-3)
+  expect = size.fixed_minutes + size.minutes_at_reference * REFERENCE_TFLOPS / max(peak / 1e12, 1e-3)
   model = (f"{param_count(presets.model_config(dict(presets.get('tiny').to_dict(), **size.model, vocab_size=size.vocab_size))):,} "
            f"params ({size.model['num_layers']} layers, hidden {size.model['hidden_size']}), vocab {size.vocab_size}"
            if size.model else f"from {size.init_from}")
@@ -101,7 +101,7 @@ def header(size: DemoSize, peak: float) -> float:
         f"{size.wm_steps} + FE-SFT {size.sft_steps} steps (rows {size.batch} x {size.seq_len}); FC-RL and GRPO "
         f"{size.rl_steps} steps each; {size.n_eval} held-out tasks per model\n"
         f"  this host's fp32 matmul peak: {peak / 1e12:.2f} TFLOP/s; expected time {expect:.1f} min "
-        f"({size.minutes_at_reference:.0f} min at {REFERENCE_TFLOPS} TFLOP/s)", flush=True)
+        f"({size.fixed_minutes + size.minutes_at_reference:.1f} min at {REFERENCE_TFLOPS} TFLOP/s)", flush=True)
   if peak / 1e12 < 0.4:
     print(f"  WARNING: this host is slower than the 0.4 TFLOP/s the 10-minute budget assumes; the run "
           f"will take about {expect:.0f} minutes", flush=True)

@@ -13,7 +13,7 @@ TOY = DemoSize("toy", dict(hidden_size=32, intermediate_size=64, num_layers=2, n
                            head_dim=16, max_position_embeddings=1024), vocab_size=512, n_worlds=8, n_train=48,
                n_sft=40, base_worlds=2, base_steps=4, base_seq=128, base_batch=4, seq_len=512, batch=4,
                wm_steps=12, sft_steps=12, n_eval=6, max_new_tokens=24, max_turns=2, rl_steps=1, rl_prompts=2,
-               rl_group=2, rl_turns=2, rl_turn_tokens=16, minutes_at_reference=1.0)
+               rl_group=2, rl_turns=2, rl_turn_tokens=16, minutes_at_reference=1.0, fixed_minutes=0.0)
 # A stated margin: after 12 FE-SFT steps (and the base and WM-AMT before them) the held-out loss
 # is at least this many nats below a random model's (measured: 0.69 below 6.24).
 LOSS_MARGIN = 0.5
@@ -85,7 +85,7 @@ def test_demo_smollm2_size_runs_at_toy_size(tmp_path):
   toy = DemoSize("smollm2_135m", None, init_from="@smollm2_135m_gguf", base_worlds=0, n_worlds=4, n_train=16,
                  n_sft=12, seq_len=256, batch=2, wm_steps=2, sft_steps=2, wm_lr=1e-5, sft_lr=1e-5, n_eval=2,
                  max_new_tokens=12, max_turns=1, rl_steps=1, rl_prompts=1, rl_group=2, rl_turns=1,
-                 rl_turn_tokens=8, rl_lr=1e-6, minutes_at_reference=0.0)
+                 rl_turn_tokens=8, rl_lr=1e-6, minutes_at_reference=0.0, fixed_minutes=0.0)
   runs = demo.run(str(tmp_path), toy, smollm2=False, rl=True)
   assert list(runs) == list(demo.ARMS) + list(demo.RL_RUNS)
   for m in runs.values():
