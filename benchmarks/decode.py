@@ -39,8 +39,6 @@ def main():
   ap.add_argument("--no-torch", action="store_true")
   ap.add_argument("--hbm-gbps", type=float, default=0.0, help="HBM bandwidth for the roofline fraction")
   ap.add_argument("--min-time", type=float, default=5.0)
-  ap.add_argument("--fixed-steps", action="store_true",
-                  help="decode a fixed number of steps (no early exit: a loop trip count XLA knows)")
   args = ap.parse_args()
 
   if args.no_torch:
@@ -59,7 +57,7 @@ def main():
 
   def ours():
     out = sampling.sample_jit(cfg, params, prompt_j, lengths, jax.random.key(0), sp, None,
-                              max_new_tokens=args.new_tokens, early_exit=not args.fixed_steps)
+                              max_new_tokens=args.new_tokens)
     jax.block_until_ready(out.tokens)
     return out
 
@@ -69,7 +67,7 @@ def main():
   ntok = args.batch * args.new_tokens
   rec = {"bench": "decode", "preset": args.preset, "weights": args.weights, "batch": args.batch,
          "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "dtype": args.dtype,
-         "fixed_steps": args.fixed_steps, "ours_tokens_per_s": ntok / t_ours, "ours_ms_per_step": 1e3 * t_ours / args.new_tokens,
+         "ours_tokens_per_s": ntok / t_ours, "ours_ms_per_step": 1e3 * t_ours / args.new_tokens,
          **common.device_info()}
   if args.hbm_gbps:
     roof = roofline_tokens_per_s(cfg, args.batch, args.prompt_len + args.new_tokens, args.hbm_gbps * 1e9)

@@ -18,9 +18,8 @@ step 110 python3 $Q --seq 4096 --batch 4
 step 70 python3 "$PEERS/torch_gpu_train.py" --seq 4096 --batch 4 --min-time 3
 step 110 python3 benchmarks/train_step.py --preset youtu_llm_2b --seq 4096 --batch 4 --dtype bfloat16 --no-torch --min-time 3
 D="benchmarks/decode.py --preset youtu_llm_2b --dtype bfloat16 --no-torch --hbm-gbps 4800 --min-time 2"
-step 60 python3 $D --batch 128 --fixed-steps
 step 60 python3 $D --batch 128
-step 60 python3 $D --batch 1 --fixed-steps
+step 60 python3 $D --batch 1
 step 70 python3 benchmarks/decode_kernels.py --preset youtu_llm_2b --batch 128 --dtype bfloat16
 step 30 python3 benchmarks/attention.py --shape 4,4096,12,2,128 --impls cudnn --min-time 1
 step 30 python3 benchmarks/attention.py --shape 4,4096,16,16,192,128 --impls cudnn --min-time 1

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
+
+from _sigkill import kill_after_checkpoint, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK_SEED, N_WORLDS, N_TASKS = 3, 2, 8
@@ -75,11 +75,6 @@ def _train(env, args, timeout=300) -> subprocess.CompletedProcess:
   return p
 
 
-def _metrics(workdir) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as fh:
-    return [json.loads(line) for line in fh]
-
-
 def _ckpt_state(workdir, step: int) -> dict:
   """Checkpoint `step`'s state as numpy (no target: read as saved)."""
   import jax
@@ -111,53 +106,18 @@ def uninterrupted(agent_hf, resume_env, tmp_path_factory):
   return workdir
 
 
-# Waits in the loop's per-step hook until checkpoint 2 is committed (orbax renames its tmp dir
-# to `2` only once all of it is on disk), says so, and sleeps: the test SIGKILLs it there, with
-# step 3 logged and step 4 dispatched. The hook only waits: no number changes.
-_PAUSE_AFTER_CHECKPOINT = textwrap.dedent("""
-    import os, sys, time
-    from foresight_jax.train import cli_train, loop
-    run = loop.run
-
-    def paused(program, tcfg, data_iter, workdir, mesh, **kw):
-      def hook(rec):
-        if rec["step"] >= 3:
-          t = time.time()
-          while not os.path.isdir(os.path.join(workdir, "checkpoints", "2")) and time.time() - t < 120:
-            time.sleep(0.05)
-          print(f"PAUSED after step {rec['step']}", flush=True)
-          time.sleep(600)
-      return run(program, tcfg, data_iter, workdir, mesh, on_step_end=hook, **kw)
-
-    loop.run = paused
-    sys.exit(cli_train.main(sys.argv[1:]))
-""")
-
-
 @pytest.mark.slow
 def test_sigkill_after_checkpoint_then_resume_is_bitwise_exact(agent_hf, resume_env, uninterrupted, tmp_path):
   workdir = tmp_path / "killed"
   args = _args(agent_hf, workdir, f"--config.train.steps={STEPS}")
-  proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_CHECKPOINT, *args], env=resume_env, cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    line = ""
-    for line in proc.stdout:  # blocks until the hook pauses (or the run ends: a failure)
-      if line.startswith("PAUSED"):
-        break
-    assert line.startswith("PAUSED"), f"rc={proc.wait(30)}: run ended unpaused\n{proc.stderr.read()[-3000:]}"
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-  assert proc.returncode == -signal.SIGKILL
-  killed_at = int(line.split()[-1])
+  killed_at = kill_after_checkpoint(args, resume_env, ROOT)
   ckpts = sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
   assert ckpts == [2] and killed_at == 3, (ckpts, killed_at)
-  assert [r["step"] for r in _metrics(workdir)] == [1, 2, 3]
+  assert [r["step"] for r in read_metrics(workdir)] == [1, 2, 3]
 
   p = _train(resume_env, args)
   assert "resumed from checkpoint step 2" in p.stdout, p.stdout[-2000:]
-  got, ref = _metrics(workdir), _metrics(uninterrupted)
+  got, ref = read_metrics(workdir), read_metrics(uninterrupted)
   assert [r["step"] for r in got] == [r["step"] for r in ref] == list(range(1, STEPS + 1))
   for key in ("loss", "reward", "grad_norm", "kl", "response_tokens"):
     assert all(key in r for r in ref), key
@@ -225,7 +185,7 @@ def two_and_one(agent_hf, tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(two_and_one):
-  m, r = _metrics(two_and_one["multi"]), _metrics(two_and_one["single"])
+  m, r = read_metrics(two_and_one["multi"]), read_metrics(two_and_one["single"])
   outs = two_and_one["outs"]
   assert [x["step"] for x in m] == [x["step"] for x in r] == list(range(1, MH_STEPS + 1)), (outs[0][-3000:],)
   assert r[0]["adv_abs"] > 0 and r[-1]["kl"] > 0  # a real update every step

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 
 import jax
 import numpy as np
 import pytest
+
+from _sigkill import kill_after_checkpoint, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = ["--config.data.branches=2", "--config.train.progress=False", "--config.train.tensorboard=False"]
@@ -42,11 +42,6 @@ def _train(env, *args, timeout=120) -> subprocess.CompletedProcess:
   return p
 
 
-def _metrics(workdir) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as fh:
-    return [json.loads(line) for line in fh]
-
-
 @pytest.fixture(scope="module")
 def wm(env, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("wm_amt")
@@ -58,7 +53,7 @@ def test_wm_amt_tiny_run(wm):
   workdir, p = wm
   done = json.loads(p.stdout.strip().splitlines()[-1])
   assert done["status"] == "completed" and done["step"] == WM_STEPS and done["export_dir"] == str(workdir / "hf")
-  recs = _metrics(workdir)
+  recs = read_metrics(workdir)
   assert [r["step"] for r in recs] == list(range(1, WM_STEPS + 1))
   assert all(math.isfinite(r["loss"]) and r["tokens"] > 0 for r in recs)
   assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"} <= set(os.listdir(workdir / "hf"))
@@ -79,7 +74,7 @@ def test_fe_sft_from_wm_export(env, wm, tmp_path):
          "--config.train.steps=3", "--config.train.checkpoint_every=1", "--config.train.keep=5",
          "--config.train.eval_every=3", "--config.data.eval_fraction=0.2", "--config.train.async_checkpoint=False",
          *COMMON, f"--config.workdir={workdir}")
-  recs = _metrics(workdir)
+  recs = read_metrics(workdir)
   assert [r["step"] for r in recs] == [1, 2, 3] and math.isfinite(recs[-1]["eval_loss"])
   assert recs[0]["lr"] == 0.0
   assert (workdir / "hf" / "model.safetensors").exists() and (workdir / "hf" / "tokenizer.model").exists()
@@ -101,26 +96,6 @@ def test_fe_sft_from_wm_export(env, wm, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # FE-SFT started from WM-AMT's weights
 
 
-# `foresight-jax train`, unchanged except that once step >= 3 has finished and checkpoint 2 is on
-# disk the process says so and waits, so the test can SIGKILL it at a known point after a checkpoint
-# (a timing-based kill could miss a run this short). The hook only sleeps: no number changes.
-_PAUSE_AFTER_CHECKPOINT = textwrap.dedent("""
-    import os, sys, time
-    from foresight_jax.train import cli_train, loop
-    train = loop.train
-
-    def paused(model_cfg, tcfg, data_iter, workdir, **kw):
-      def hook(rec):
-        if rec["step"] >= 3 and os.path.isdir(os.path.join(workdir, "checkpoints", "2")):
-          print(f"PAUSED after step {rec['step']}", flush=True)
-          time.sleep(300)
-      return train(model_cfg, tcfg, data_iter, workdir, on_step_end=hook, **kw)
-
-    loop.train = paused
-    sys.exit(cli_train.main(sys.argv[1:]))
-""")
-
-
 def test_wm_amt_sigkill_after_checkpoint_resumes_bitwise(env, wm, tmp_path):
   """The real pipeline (synthetic world -> augment -> sentencepiece -> grain packing) inside the
   trainer: killed with SIGKILL after a checkpoint, restarted with the same command, its per-step
@@ -128,27 +103,15 @@ def test_wm_amt_sigkill_after_checkpoint_resumes_bitwise(env, wm, tmp_path):
   state restored with the checkpoint puts the stream exactly where it was."""
   workdir = tmp_path / "wm_killed"
   args = [*WM_ARGS, f"--config.train.steps={WM_STEPS}", f"--config.workdir={workdir}"]
-  proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_CHECKPOINT, *args], env=env, cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    line = ""
-    for line in proc.stdout:  # blocks until the hook pauses (or the run ends: a failure)
-      if line.startswith("PAUSED"):
-        break
-    assert line.startswith("PAUSED"), f"rc={proc.wait(30)}: run ended unpaused\n{proc.stderr.read()[-3000:]}"
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-  assert proc.returncode == -signal.SIGKILL
-  killed_at = int(line.split()[-1])
+  killed_at = kill_after_checkpoint(args, env, ROOT)
   ckpts = sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
   assert ckpts and max(ckpts) <= killed_at < WM_STEPS, (ckpts, killed_at)
   tokenizer = (workdir / "tokenizer" / "tokenizer.model").read_bytes()
   p = _train(env, *args)
   assert f"resumed from checkpoint step {max(ckpts)}" in p.stdout, (ckpts, p.stdout[-2000:])
   assert (workdir / "tokenizer" / "tokenizer.model").read_bytes() == tokenizer  # never retrained
-  got = {r["step"]: (r["loss"], r["grad_norm"], r["tokens"]) for r in _metrics(workdir)}
-  ref = {r["step"]: (r["loss"], r["grad_norm"], r["tokens"]) for r in _metrics(wm[0])}
+  got = {r["step"]: (r["loss"], r["grad_norm"], r["tokens"]) for r in read_metrics(workdir)}
+  ref = {r["step"]: (r["loss"], r["grad_norm"], r["tokens"]) for r in read_metrics(wm[0])}
   assert sorted(got) == sorted(ref) == list(range(1, WM_STEPS + 1))
   diff = {s: (ref[s], got[s]) for s in ref if ref[s] != got[s]}  # exact float equality: bitwise
   assert not diff, f"killed after step {killed_at}, resumed from {max(ckpts)}: {diff}"
@@ -161,10 +124,10 @@ def test_checkpoint_mismatch_before_compute(wm, monkeypatch, capsys):
   monkeypatch.setattr(stages_data, "load_trajectories", boom)
   monkeypatch.setattr(loop, "train", boom)
   workdir = wm[0]
-  lines = len(_metrics(workdir))
+  lines = len(read_metrics(workdir))
   rc = cli_train.main([*WM_ARGS, "--config.mesh.data=2", "--config.model.config.hidden_size=32",
                        f"--config.workdir={workdir}"])
   err = capsys.readouterr().err
   assert rc == 2
   assert "tensor 'params/" in err and "model config differs: hidden_size: checkpoint 64 vs now 32" in err
-  assert len(_metrics(workdir)) == lines
+  assert len(read_metrics(workdir)) == lines

@@ -245,14 +245,8 @@ def _record(state: SamplerState, tok: jax.Array, logprob: jax.Array, stop: StopS
   i = state.step
   active = ~state.done
   tok = jnp.where(active, tok, state.pad_id)  # finished rows keep emitting pad
-  # a finished row rewrites what its column holds (pad below the buffer's end): a fixed-count
-  # decode steps on past the buffer, where the clamped write must not touch the last token
-  col = jnp.minimum(i, state.tokens.shape[1] - 1)
-  tokens = jax.lax.dynamic_update_slice(
-      state.tokens, jnp.where(active, tok, jax.lax.dynamic_index_in_dim(state.tokens, col, 1, False))[:, None], (0, i))
-  logprobs = jax.lax.dynamic_update_slice(
-      state.logprobs,
-      jnp.where(active, logprob, jax.lax.dynamic_index_in_dim(state.logprobs, col, 1, False))[:, None], (0, i))
+  tokens = jax.lax.dynamic_update_slice(state.tokens, tok[:, None], (0, i))
+  logprobs = jax.lax.dynamic_update_slice(state.logprobs, jnp.where(active, logprob, 0.0)[:, None], (0, i))
   lengths = jnp.where(active, i + 1, state.lengths)
   window = state.window
   if window.shape[1]:
@@ -343,13 +337,8 @@ def prefill(cfg: ModelConfig, params, prompt_tokens: jax.Array, prompt_lengths: 
 
 
 def decode(cfg: ModelConfig, params, state: SamplerState, sampling: SamplingParams,
-           stop: StopSpec | None = None, early_exit: bool = True) -> SamplerState:
-  """Generate until every row is done or the token buffer is full (a `lax.while_loop`).
-
-  `early_exit=False` runs a fixed number of steps (to the buffer's end) instead: the same tokens,
-  but a loop whose trip count XLA knows, so the GPU runtime need not copy the loop predicate to the
-  host and wait on it every token (BUILD_NOTES, decode). The state must be fresh from `prefill` or
-  `extend` (step 1)."""
+           stop: StopSpec | None = None) -> SamplerState:
+  """Generate until every row is done or the token buffer is full (a `lax.while_loop`)."""
   b, max_new_tokens = state.tokens.shape
   stop = StopSpec.make(b) if stop is None else stop
 
@@ -372,9 +361,7 @@ def decode(cfg: ModelConfig, params, state: SamplerState, sampling: SamplingPara
     st = st.replace(cache=constrain_cache(cfg, cache), positions=st.positions + live, slot=st.slot + 1)
     return _record(st, tok, _token_logprobs(logits, tok), stop, max_new_tokens)
 
-  if early_exit:
-    return jax.lax.while_loop(cond, body, state)
-  return jax.lax.fori_loop(0, max_new_tokens - 1, lambda _, st: body(st), state)
+  return jax.lax.while_loop(cond, body, state)
 
 
 def extend(cfg: ModelConfig, params, state: SamplerState, tokens: jax.Array, lengths: jax.Array,
@@ -415,7 +402,7 @@ def extend(cfg: ModelConfig, params, state: SamplerState, tokens: jax.Array, len
 
 def sample(cfg: ModelConfig, params, prompt_tokens: jax.Array, prompt_lengths: jax.Array, key: jax.Array,
            sampling: SamplingParams | None = None, stop: StopSpec | None = None, *, max_new_tokens: int,
-           pad_id: int = 0, cache_dtype=None, early_exit: bool = True) -> SampleOutput:
+           pad_id: int = 0, cache_dtype=None) -> SampleOutput:
   """Pure prefill + decode. prompt_tokens [B, P] int32 LEFT-padded, prompt_lengths [B] (>= 1).
 
   `stop=None` stops only at `max_new_tokens` (pass `StopSpec.make(B, eos_ids=cfg.eos_token_ids)` for
@@ -425,15 +412,15 @@ def sample(cfg: ModelConfig, params, prompt_tokens: jax.Array, prompt_lengths: j
   sampling = SamplingParams() if sampling is None else sampling
   state = prefill(cfg, params, prompt_tokens, prompt_lengths, key, sampling, stop,
                   max_new_tokens=max_new_tokens, pad_id=pad_id, cache_dtype=cache_dtype)
-  return decode(cfg, params, state, sampling, stop, early_exit).output()
+  return decode(cfg, params, state, sampling, stop).output()
 
 
 # Jitted halves (Tunix style). cfg and shapes are static; the decode state -- which owns the KV cache
 # -- is donated so the while_loop updates the cache buffers in place instead of copying them.
 prefill_jit = jax.jit(prefill, static_argnames=("cfg", "max_new_tokens", "pad_id", "cache_dtype", "cache_len"),
                       donate_argnames=("cache",))
-decode_jit = jax.jit(decode, static_argnames=("cfg", "early_exit"), donate_argnames=("state",))
-sample_jit = jax.jit(sample, static_argnames=("cfg", "max_new_tokens", "pad_id", "cache_dtype", "early_exit"))
+decode_jit = jax.jit(decode, static_argnames=("cfg",), donate_argnames=("state",))
+sample_jit = jax.jit(sample, static_argnames=("cfg", "max_new_tokens", "pad_id", "cache_dtype"))
 extend_jit = jax.jit(extend, static_argnames=("cfg",), donate_argnames=("state",))
 
 
