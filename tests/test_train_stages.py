@@ -166,8 +166,11 @@ def test_memory_check_names_batch(no_compute):
                                         r"\(params .*\) exceeds 90% of .*train\.memory_limit_gb"):
     stages.run(_cfg(WM + ":tiny", "train.memory_limit_gb=0.001"))
   # a batch that cannot fit in this host's memory fails on the default limit (host RAM on CPU)
-  with pytest.raises(ConfigError, match=r"host memory / 8 local devices"):
+  with pytest.raises(ConfigError, match=r"host memory / 8 local devices in the mesh"):
     stages.run(_cfg(WM + ":tiny", "data.batch_size=4096", "data.seq_len=8192"))
+  # forced CPU devices share the host's memory: a one-device mesh may use all of it
+  with pytest.raises(ConfigError, match=r"host memory / 1 local devices in the mesh"):
+    stages.run(_cfg(WM + ":tiny", "data.batch_size=4096", "data.seq_len=8192", "mesh.data=1"))
   cfg = _cfg(WM + ":tiny")
   mcfg = stages.model_config(cfg, "", None, 512)
   base = stages.estimate_memory(mcfg, cfg, (8, 1, 1))
@@ -245,3 +248,31 @@ def test_resize_vocab_mean_rows():
                              atol=1e-8)
   np.testing.assert_allclose(np.asarray(out["lm_head"][:, 512:]),
                              np.broadcast_to(np.asarray(p["lm_head"]).mean(1, keepdims=True), (64, 64)), atol=1e-8)
+
+
+def test_resize_vocab_rows_start_at_their_names_pieces():
+  """New tag rows start at the mean embedding of their name's old pieces ("</search>" -> "/search"),
+  so no two tags share a row; a name without old pieces falls back to the mean of all rows."""
+  from foresight_jax.models import params as params_lib, presets
+  from foresight_jax.sharding import make_mesh
+
+  class Tok:  # the two methods resize_vocab reads; ids >= 512 are the added tags
+    names = {512: "<search>", 513: "</search>", 514: "<zz>"}
+    pieces = {"search": [7, 9], "/search": [3, 7, 9], "zz": [600]}
+
+    def id_to_token(self, i):
+      return self.names.get(i)
+
+    def encode(self, text):
+      return self.pieces[text]
+
+  old = presets.model_config("tiny", tie_embeddings=False)
+  new = old.replace(vocab_size=515)
+  p = params_lib.init_params(old, jax.random.key(0))
+  out = stages.resize_vocab(p, old, new, make_mesh(-1, 1, 1), Tok())
+  e, h = np.asarray(p["embed"]), np.asarray(p["lm_head"])
+  np.testing.assert_allclose(np.asarray(out["embed"][512]), e[[7, 9]].mean(0), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out["embed"][513]), e[[3, 7, 9]].mean(0), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out["embed"][514]), e.mean(0), atol=1e-6)  # 600 is not an old id
+  np.testing.assert_allclose(np.asarray(out["lm_head"][:, 513]), h[:, [3, 7, 9]].mean(1), atol=1e-6)
+  assert np.abs(np.asarray(out["embed"][512]) - np.asarray(out["embed"][513])).max() > 1e-3

@@ -179,7 +179,7 @@ def run(cfg, dry_run: bool = False) -> dict[str, Any]:
     if init_path:
       from foresight_jax.models.checkpoint import load_pretrained
       loaded_cfg, params = load_pretrained(init_path, dtype=cfg.model.param_dtype, mesh=mesh)
-      params = stages.resize_vocab(params, loaded_cfg, mcfg, mesh)
+      params = stages.resize_vocab(params, loaded_cfg, mcfg, mesh, tok)
     ts = state_lib.init_train_state(run_cfg, tx, mesh, seed=tcfg.seed, params=params)
     # the reference is a frozen copy (its own buffers: the policy's are donated every step)
     ref = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=sh_ts.params)(ts.params)

@@ -172,8 +172,9 @@ def estimate_memory(mcfg: ModelConfig, cfg, mesh: tuple[int, int, int]) -> dict[
   return out
 
 
-def memory_limit(cfg) -> tuple[float, str]:
-  """(bytes one device may use, where the figure comes from)."""
+def memory_limit(cfg, mesh_devices: int | None = None) -> tuple[float, str]:
+  """(bytes one device may use, where the figure comes from); `mesh_devices`: devices the run's mesh
+  spans (a one-device run on a host with 8 forced CPU devices may use the host's whole memory)."""
   if cfg.train.memory_limit_gb > 0:
     return cfg.train.memory_limit_gb * 2**30, "train.memory_limit_gb"
   dev = jax.local_devices()[0]
@@ -183,13 +184,14 @@ def memory_limit(cfg) -> tuple[float, str]:
     stats = {}
   if stats.get("bytes_limit"):
     return float(stats["bytes_limit"]), f"{dev.device_kind} memory_stats()['bytes_limit']"
-  # CPU: forced host devices share the host's memory
+  # CPU: forced host devices share the host's memory, split over those the mesh uses here
   host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  return host / jax.local_device_count(), f"host memory / {jax.local_device_count()} local devices"
+  used = min(jax.local_device_count(), max(1, (mesh_devices or jax.device_count()) // jax.process_count()))
+  return host / used, f"host memory / {used} local devices in the mesh"
 
 
-def check_memory(est: dict[str, float], cfg) -> tuple[float, str]:
-  limit, source = memory_limit(cfg)
+def check_memory(est: dict[str, float], cfg, mesh=None) -> tuple[float, str]:
+  limit, source = memory_limit(cfg, math.prod(mesh) if mesh is not None else None)
   if est["total"] > HEADROOM * limit:
     gib = lambda x: f"{x / 2**30:.2f}"  # noqa: E731
     parts = ", ".join(f"{k} {gib(est[k])}" for k in ("params", "optimizer", "gradients", "activations", "logits"))
@@ -256,7 +258,7 @@ def plan(cfg: ml_collections.ConfigDict) -> Plan:
   tok = stages_data.make_tokenizer(cfg, None, init_path, workdir)
   mcfg = model_config(cfg, init_path, tok, tok.vocab_size if tok is not None else cfg.data.vocab_size)
   est = estimate_memory(mcfg, cfg, mesh)
-  limit = check_memory(est, cfg)
+  limit = check_memory(est, cfg, mesh)
   tcfg = train_config(cfg)
   step = check_checkpoint(mcfg, tcfg, workdir)
   if jax.process_count() > 1:
@@ -266,21 +268,36 @@ def plan(cfg: ml_collections.ConfigDict) -> Plan:
   return Plan(cfg, workdir, init_path, mcfg, tcfg, mesh, tok, est, limit, step)
 
 
-def resize_vocab(params: dict, old: ModelConfig, new: ModelConfig, mesh) -> dict:
-  """Grow the embedding (and an untied head) to `new.vocab_size`; new rows start at the mean
-  embedding, an 'average token', so the added tags begin with ordinary logits."""
+def resize_vocab(params: dict, old: ModelConfig, new: ModelConfig, mesh, tok=None) -> dict:
+  """Grow the embedding (and an untied head) to `new.vocab_size`.
+
+  A new row (a foresight tag) starts at the mean embedding of its name's pieces under the old
+  vocabulary ("</search>" -> the pieces of "/search"), so every tag is told apart from the first
+  step, a closing tag from its opening one by the "/" piece. Rows that all started at one mean
+  embedding were indistinguishable, as inputs and (tied) as outputs: SmolLM2-135M after 150 WM-AMT
+  and 80 FE-SFT steps at lr 1e-4 still wrote `<rollout>` where `<search>` belonged (BUILD_NOTES).
+  Without a tokenizer, or for a name with no old pieces, a row starts at the mean of all rows.
+  """
   grow = new.vocab_size - old.vocab_size
   if grow <= 0:
     return params
+  import numpy as np
+
   from foresight_jax.models import params as params_lib
   sh = params_lib.param_shardings(new, mesh)
   jnp = jax.numpy
+  # [grow, old vocab] averaging weights: row j averages the old ids of new token j's name
+  avg = np.full((grow, old.vocab_size), 1.0 / old.vocab_size, np.float32)
+  for j in range(grow):
+    name = (tok.id_to_token(old.vocab_size + j) or "") if tok is not None else ""
+    ids = [i for i in tok.encode(name.strip("<>")) if i < old.vocab_size] if name.strip("<>") else []
+    if ids:
+      avg[j] = np.bincount(ids, minlength=old.vocab_size) / len(ids)
 
   def pad(x, axis):
-    mean = jnp.mean(x, axis=axis, keepdims=True).astype(x.dtype)
-    reps = [1] * x.ndim
-    reps[axis] = grow
-    return jnp.concatenate([x, jnp.tile(mean, reps)], axis=axis)
+    w = jnp.asarray(avg)
+    rows = (w @ x.astype(jnp.float32)) if axis == 0 else (x.astype(jnp.float32) @ w.T)
+    return jnp.concatenate([x, rows.astype(x.dtype)], axis=axis)
 
   out = dict(params)
   out["embed"] = jax.jit(lambda x: pad(x, 0), out_shardings=sh["embed"])(params["embed"])
@@ -319,7 +336,7 @@ def run(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> dict[str, Any]
     from foresight_jax.models.checkpoint import load_pretrained
     loaded_cfg, init_params = load_pretrained(p.init_path, dtype=cfg.model.param_dtype,
                                               mesh=loop.build_mesh(p.train_cfg.mesh))
-    init_params = resize_vocab(init_params, loaded_cfg, mcfg, loop.build_mesh(p.train_cfg.mesh))
+    init_params = resize_vocab(init_params, loaded_cfg, mcfg, loop.build_mesh(p.train_cfg.mesh), tok)
   data = stages_data.make_iterator(train_trajs, tok, cfg)
   eval_fn = (lambda: stages_data.make_iterator(held, tok, cfg, eval_=True)) if cfg.train.eval_every else None
   result = loop.train(mcfg, p.train_cfg, data, p.workdir, init_params=init_params, eval_iter_fn=eval_fn)
