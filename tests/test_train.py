@@ -292,3 +292,28 @@ def test_loop_in_process_resume_and_eval(tmp_path):
   assert "eval_loss" in a[2] and "eval_loss" in a[5] and "eval_loss" not in a[3]
   for x, y in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(rest.state.params)):
     np.testing.assert_array_equal(x, y)
+
+
+def test_cast_params_step_differentiates_a_bf16_copy_of_fp32_masters():
+  """train.cast_params: the same bf16 forward as casting inside each layer (the weights' bf16 values
+  are the same either way), gradients within bf16 rounding of the uncast step's, and the state keeps
+  fp32 masters and fp32 optimizer moments."""
+  mesh = _one_device_mesh()
+  tx, sched = _tx()
+  batch = _batch(b=4)
+  p10 = order10_params(CFG)
+  cfg16 = CFG.replace(compute_dtype="bfloat16")
+  b = jax.tree.map(jnp.asarray, batch)
+  f = jax.jit(lambda p, cast: step_lib.loss_and_grads(cfg16, losses.causal_lm_loss, p, b, jax.random.key(0), 1,
+                                                      cast_params=cast), static_argnums=1)
+  (l0, _, g0), (l1, _, g1) = f(p10, False), f(p10, True)
+  np.testing.assert_allclose(float(l1), float(l0), rtol=2e-3)
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g1))
+  rel = float(optax.global_norm(jax.tree.map(lambda a, c: a - c, g0, g1))) / float(optax.global_norm(g0))
+  assert 0 < rel < 2e-2  # bf16 weight gradients: different from, and close to, the fp32 ones
+  _, sh = state_lib.abstract_train_state(cfg16, tx, mesh)
+  st = state_lib.init_train_state(cfg16, tx, mesh, seed=0, params=p10)
+  st, m = step_lib.make_train_step(cfg16, tx, sched, mesh, sh, cast_params=True)(st, step_lib.shard_batch(batch, mesh))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(st.params))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(st.opt_state) if jnp.issubdtype(x.dtype, jnp.floating))
+  np.testing.assert_allclose(float(m["loss"]), float(l1), rtol=1e-5)

@@ -155,6 +155,8 @@ def test_mesh_and_batch_errors(no_compute):
     stages.run(_cfg(WM + ":tiny", "mesh.data=3"))
   with pytest.raises(ConfigError, match=r"sizes must be >= 1, at most one of them -1"):
     stages.run(_cfg(WM + ":tiny", "mesh.fsdp=-1"))
+  with pytest.raises(ConfigError, match=r"train\.cast_params.*needs a lower-precision train\.compute_dtype"):
+    stages.run(_cfg(WM + ":tiny", "train.cast_params=True"))
   with pytest.raises(ConfigError, match=r"data\.batch_size=12 is not divisible by .* = 2 x 4 x 1 = 8"):
     stages.run(_cfg(WM + ":tiny", "data.batch_size=12", "mesh.data=2", "mesh.fsdp=4"))
   with pytest.raises(ConfigError, match=r"data\.batch_size=8 is not divisible by .*train\.grad_accum = 8 x 1 x 2"):

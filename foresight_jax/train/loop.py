@@ -55,6 +55,7 @@ class TrainConfig:
   peak_flops_per_device: float | None = None  # None: vendor table (GPU/TPU) or measured (CPU)
   compute_dtype: str | None = None  # overrides the model config's (e.g. "bfloat16")
   remat_policy: str | None = None  # overrides the model config's
+  cast_params: bool = False  # forward/backward on a compute-dtype copy of the fp32 masters (step.py)
   eval_every: int = 0  # 0: no eval
   eval_batches: int = 4
   export_hf: bool = True  # write <workdir>/hf (config.json + model.safetensors) when done
@@ -168,7 +169,8 @@ def train(model_cfg: ModelConfig, tcfg: TrainConfig, data_iter: Iterator[dict], 
   tx, schedule = optim.make_optimizer(tcfg.optim)
   abstract, shardings = state_lib.abstract_train_state(cfg, tx, mesh)
   train_step = step_lib.make_train_step(cfg, tx, schedule, mesh, shardings, loss_fn=loss_fn,
-                                        grad_accum_steps=tcfg.optim.grad_accum_steps)
+                                        grad_accum_steps=tcfg.optim.grad_accum_steps,
+                                        cast_params=tcfg.cast_params)
   eval_fn = step_lib.make_eval_step(cfg, mesh, shardings.params, loss_fn=loss_fn) if eval_iter_fn else None
   checked = []
 

@@ -77,7 +77,8 @@ def train_config(cfg) -> loop.TrainConfig:
       steps=t.steps, optim=ocfg, seed=t.seed, mesh=(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor),
       checkpoint_every=t.checkpoint_every, max_to_keep=t.keep, async_checkpoint=t.async_checkpoint,
       max_nonfinite_in_row=t.max_nonfinite_in_row, peak_flops_per_device=t.peak_flops or None,
-      compute_dtype=t.compute_dtype or None, remat_policy=t.remat or None, eval_every=t.eval_every,
+      compute_dtype=t.compute_dtype or None, remat_policy=t.remat or None, cast_params=t.cast_params,
+      eval_every=t.eval_every,
       eval_batches=t.eval_batches, export_hf=t.export_hf, progress=t.progress, tensorboard=t.tensorboard)
 
 
