@@ -1,0 +1,62 @@
+"""How many steps, at which learning rate, a demo stage needs (BUILD_NOTES, "FC-RL in the demo" and
+"FE-SFT steps"): one FC-RL (or GRPO) run from a demo's FE-SFT export, or one FE-SFT run from its
+WM-AMT export on its FE-SFT data, then the demo's held-out evaluation (the same 100 tasks from
+unseen worlds, greedy), one JSON line of figures.
+
+  python benchmarks/demo_probe.py --start runs/demo-X/fe_sft_foresight/hf --steps 10 --lr 2e-4
+  python benchmarks/demo_probe.py --stage fe_sft --start runs/demo-X/wm_amt_standard/hf \
+      --data runs/demo-X/data/sft_full.jsonl --steps 300 --lr 1e-3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--stage", default="fc_rl", choices=["fc_rl", "fe_sft"])
+  ap.add_argument("--start", required=True, help="fc_rl: an FE-SFT export (a demo's fe_sft_foresight/hf); "
+                                                 "fe_sft: a WM-AMT export (wm_amt_<arm>/hf)")
+  ap.add_argument("--data", default="", help="fe_sft: the FE-SFT trajectories (a demo's data/sft_full.jsonl)")
+  ap.add_argument("--reward", default="fc", choices=["fc", "outcome"])
+  ap.add_argument("--steps", type=int, default=10)
+  ap.add_argument("--lr", type=float, default=2e-4)
+  ap.add_argument("--out", default="/tmp/demo_rl_probe")
+  args = ap.parse_args()
+
+  from foresight_jax import demo
+  from foresight_jax.data.generate import GenConfig, generate, make_worlds
+  from foresight_jax.demo_sizes import SIZES
+  from foresight_jax.evals import agent
+  size = SIZES["cpu"]
+  out = os.path.join(args.out, f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}")
+  t0 = time.perf_counter()
+  common = {"workdir": out, "model.init_from": args.start, "optim.learning_rate": args.lr,
+            "train.steps": args.steps, "train.checkpoint_every": args.steps, "train.progress": False, "mesh.data": 1}
+  if args.stage == "fe_sft":  # the demo's FE-SFT keys (demo.run)
+    hf = demo._train("fe_sft", "tiny", **common, **{
+        "data.seq_len": size.seq_len, "data.batch_size": size.batch, "data.slip_rate": size.slip_rate,
+        "data.synthetic": 0, "data.augment": False, "data.paths": args.data, "data.eval_fraction": 0.1,
+        "optim.warmup_steps": 10, "train.eval_every": args.steps})
+  else:
+    hf = demo._train("fc_rl", "tiny", **common, **{
+        "rl.reward": args.reward, "data.tokenizer": "", "rl.prompts_per_step": size.rl_prompts,
+        "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
+        "rl.tasks": 64, "rl.n_worlds": 16, "rl.max_prompt_tokens": 0})
+  t1 = time.perf_counter()
+  eval_cfg = GenConfig(seed=7)  # the demo's held-out worlds and tasks
+  tasks = [t.task for t in generate(eval_cfg, size.n_eval)]
+  _, _, m = demo.evaluate_model(hf, tasks, agent.make_tool_fn(make_worlds(eval_cfg)), size,
+                                os.path.join(out, "receipts.jsonl"), "probe")
+  d = m.to_dict()
+  print(json.dumps({"stage": args.stage, "reward": args.reward, "steps": args.steps, "lr": args.lr,
+                    "train_s": round(t1 - t0),
+                    "eval_s": round(time.perf_counter() - t1),
+                    **{k: d.get(k) for k in ("format_turn", "grounding", "brier", "brier_skill", "ece", "accuracy")}}))
+
+
+if __name__ == "__main__":
+  main()
