@@ -282,23 +282,18 @@ def resize_vocab(params: dict, old: ModelConfig, new: ModelConfig, mesh, tok=Non
   grow = new.vocab_size - old.vocab_size
   if grow <= 0:
     return params
-  import numpy as np
-
   from foresight_jax.models import params as params_lib
   sh = params_lib.param_shardings(new, mesh)
   jnp = jax.numpy
-  # [grow, old vocab] averaging weights: row j averages the old ids of new token j's name
-  avg = np.full((grow, old.vocab_size), 1.0 / old.vocab_size, np.float32)
-  for j in range(grow):
-    name = (tok.id_to_token(old.vocab_size + j) or "") if tok is not None else ""
-    ids = [i for i in tok.encode(name.strip("<>")) if i < old.vocab_size] if name.strip("<>") else []
-    if ids:
-      avg[j] = np.bincount(ids, minlength=old.vocab_size) / len(ids)
+  pieces = []  # per new id: the old ids of its name (empty: start at the mean of all rows)
+  for j in range(old.vocab_size, new.vocab_size):
+    name = ((tok.id_to_token(j) or "") if tok is not None else "").strip("<>")
+    pieces.append([i for i in tok.encode(name) if i < old.vocab_size] if name else [])
 
   def pad(x, axis):
-    w = jnp.asarray(avg)
-    rows = (w @ x.astype(jnp.float32)) if axis == 0 else (x.astype(jnp.float32) @ w.T)
-    return jnp.concatenate([x, rows.astype(x.dtype)], axis=axis)
+    rows = jnp.moveaxis(x, axis, 0).astype(jnp.float32)  # [old vocab, D]
+    new_rows = jnp.stack([rows[jnp.asarray(ids)].mean(0) if ids else rows.mean(0) for ids in pieces])
+    return jnp.concatenate([x, jnp.moveaxis(new_rows, 0, axis).astype(x.dtype)], axis=axis)
 
   out = dict(params)
   out["embed"] = jax.jit(lambda x: pad(x, 0), out_shardings=sh["embed"])(params["embed"])
