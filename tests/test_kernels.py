@@ -68,11 +68,34 @@ def test_attention_paths_equal_reference(impl, shape):
   _check(impl, *SHAPES[shape])
 
 
+# T 203: not a multiple of cuDNN's 64, so the kernel pads the sequence (RL rollouts have any length)
+CUDNN_SHAPES = {**SHAPES, "ragged": (2, 203, 4, 2, 32, 32)}
+
+
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs a GPU (run on the device)")
-@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("shape", sorted(CUDNN_SHAPES))
 def test_cudnn_attention_equals_reference(shape):
   # bf16 inputs (cuDNN has no fp32 kernel): bounds a few times bf16 rounding of O(1) outputs
-  _check("cudnn", *SHAPES[shape], dtype=jnp.bfloat16, atol=2e-2, grad_rtol=2e-2)
+  _check("cudnn", *CUDNN_SHAPES[shape], dtype=jnp.bfloat16, atol=2e-2, grad_rtol=2e-2)
+
+
+def test_end_padding_leaves_causal_attention_unchanged():
+  """What `_pad_seq` relies on for cuDNN: keys appended after the last query (segment 0) change no
+  real row of causal, segment-masked attention."""
+  b, t, h, kh, d, dv = 2, 203, 4, 2, 32, 32
+  q, k, v, _ = _qkv(b, t, h, kh, d, dv)
+  seg = _segments(b, t)
+  seg_p, qp, kp, vp = kernels._pad_seq(kernels.CUDNN_SEQ_MULTIPLE, seg, q, k, v)
+  assert qp.shape[1] == 256 and seg_p.shape == (b, 256) and int(jnp.abs(seg_p[:, t:]).sum()) == 0
+  attn = lambda s, q, k, v: layers.dot_attention(
+      q, k, v, layers.attention_mask(jnp.arange(q.shape[1]), jnp.arange(q.shape[1]), s, s), d ** -0.5)
+  real = (np.asarray(seg) != 0)[:, :, None, None]
+  want = np.asarray(attn(seg, q, k, v)) * real
+  np.testing.assert_allclose(np.asarray(attn(seg_p, qp, kp, vp)[:, :t]) * real, want, atol=1e-6)
+  # unpacked rows reach cuDNN with no segment mask at all: padded keys in the row's own segment
+  # are excluded by causality alone
+  seg_live = seg_p.at[:, t:].set(seg[:, -1:])
+  np.testing.assert_allclose(np.asarray(attn(seg_live, qp, kp, vp)[:, :t]) * real, want, atol=1e-6)
 
 
 def test_auto_picks_per_backend_and_fp32_never_reaches_cudnn():

@@ -57,7 +57,24 @@ def self_attention(q, k, v, segment_ids, mask, scale: float, impl: str, packed: 
   return _splash(q, k, v, segment_ids, scale, interpret=jax.devices()[0].platform != "tpu")
 
 
+# cuDNN's flash kernels take sequence lengths in multiples of 64 only ("Unsupported sequence
+# length", seen on RL log-prob recomputation over rollouts of any length)
+CUDNN_SEQ_MULTIPLE = 64
+
+
+def _pad_seq(multiple, segment_ids, *xs):
+  """Pad [B, T, ...] arrays at the end of T to a multiple: under the causal mask no real query sees
+  a padded key (they come after it), and padded queries' rows are sliced off by the caller."""
+  pad = -xs[0].shape[1] % multiple
+  if not pad:
+    return (segment_ids, *xs)
+  widths = lambda x: [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)
+  return (jnp.pad(segment_ids, widths(segment_ids)), *(jnp.pad(x, widths(x)) for x in xs))
+
+
 def _cudnn(q, k, v, segment_ids, scale, packed):
+  t = q.shape[1]
+  segment_ids, q, k, v = _pad_seq(CUDNN_SEQ_MULTIPLE, segment_ids, q, k, v)
   bias = None
   if packed:
     same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] != 0)
@@ -68,7 +85,7 @@ def _cudnn(q, k, v, segment_ids, scale, packed):
     # (the padded output columns are exactly zero and dropped; costs (192 - 128) / 128 more PV work)
     v = jnp.pad(v, [(0, 0)] * 3 + [(0, q.shape[-1] - dv)])
   out = jax.nn.dot_product_attention(q, k, v, mask=bias, scale=scale, is_causal=True, implementation="cudnn")
-  return out[..., :dv]
+  return out[:, :t, :, :dv]
 
 
 def _splash(q, k, v, segment_ids, scale, interpret):

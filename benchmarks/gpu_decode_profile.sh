@@ -1,0 +1,11 @@
+#!/bin/bash
+# Issue 10's decode profile as one short device call: GPU busy time vs wall time per decode step and
+# kernel time by kind (benchmarks/decode_profile.py), Youtu-2B shape, bf16, batch 1 and 128, and
+# batch 1 again with XLA's Triton GEMM fusions off (cuBLAS for every matmul). Run from the
+# repository root with the wheels in .whl/:  bash benchmarks/gpu_decode_profile.sh
+LOG_NAME=decode_profile.jsonl source benchmarks/gpu_common.sh
+P="benchmarks/decode_profile.py --preset youtu_llm_2b --dtype bfloat16 --new-tokens 32"
+step 55 python3 $P --batch 1
+step 55 python3 $P --batch 128
+step 55 env XLA_FLAGS=--xla_gpu_enable_triton_gemm=false python3 $P --batch 1
+echo "=== done [$(( $(date +%s) - T0 ))s]" >> "$OUT/steps.txt"
