@@ -39,6 +39,9 @@ def main():
   ap.add_argument("--no-torch", action="store_true")
   ap.add_argument("--hbm-gbps", type=float, default=0.0, help="HBM bandwidth for the roofline fraction")
   ap.add_argument("--min-time", type=float, default=5.0)
+  ap.add_argument("--ab-fusion", action="store_true",
+                  help="also time decode with fused projections (cfg.decode_fusion=True) against without, "
+                       "the two interleaved over 3 rounds in this process (the host's drift cancels out)")
   args = ap.parse_args()
 
   if args.no_torch:
@@ -55,20 +58,30 @@ def main():
   sp = sampling.SamplingParams.make(args.batch, temperature=0.0)
   prompt_j = jnp.asarray(prompt)
 
-  def ours():
-    out = sampling.sample_jit(cfg, params, prompt_j, lengths, jax.random.key(0), sp, None,
+  def ours(c=cfg):
+    out = sampling.sample_jit(c, params, prompt_j, lengths, jax.random.key(0), sp, None,
                               max_new_tokens=args.new_tokens)
     jax.block_until_ready(out.tokens)
     return out
 
   out = ours()
   assert int(jnp.min(out.lengths)) == args.new_tokens
+  ab = {}
+  if args.ab_fusion:
+    fused, unfused = cfg.replace(decode_fusion=True), cfg.replace(decode_fusion=False)
+    same = bool((np.asarray(ours(fused).tokens) == np.asarray(ours(unfused).tokens)).all())
+    rounds = [(common.timeit(lambda: ours(fused), args.min_time), common.timeit(lambda: ours(unfused), args.min_time))
+              for _ in range(3)]
+    fused_s, unfused_s = (float(np.median(x)) for x in zip(*rounds))
+    ab = {"fused_ms_per_step": 1e3 * fused_s / args.new_tokens,
+          "unfused_ms_per_step": 1e3 * unfused_s / args.new_tokens,
+          "fusion_speedup": unfused_s / fused_s, "fusion_same_tokens": same}
   t_ours = common.timeit(ours, args.min_time)
   ntok = args.batch * args.new_tokens
   rec = {"bench": "decode", "preset": args.preset, "weights": args.weights, "batch": args.batch,
          "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "dtype": args.dtype,
          "ours_tokens_per_s": ntok / t_ours, "ours_ms_per_step": 1e3 * t_ours / args.new_tokens,
-         **common.device_info()}
+         **ab, **common.device_info()}
   if args.hbm_gbps:
     roof = roofline_tokens_per_s(cfg, args.batch, args.prompt_len + args.new_tokens, args.hbm_gbps * 1e9)
     rec.update(roofline_tokens_per_s=roof, fraction_of_roofline=(ntok / t_ours) / roof)

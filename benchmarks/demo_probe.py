@@ -28,9 +28,7 @@ def main():
   args = ap.parse_args()
 
   from foresight_jax import demo
-  from foresight_jax.data.generate import GenConfig, generate, make_worlds
   from foresight_jax.demo_sizes import SIZES
-  from foresight_jax.evals import agent
   size = SIZES["cpu"]
   out = os.path.join(args.out, f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}")
   t0 = time.perf_counter()
@@ -45,11 +43,10 @@ def main():
     hf = demo._train("fc_rl", "tiny", **common, **{
         "rl.reward": args.reward, "data.tokenizer": "", "rl.prompts_per_step": size.rl_prompts,
         "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
-        "rl.tasks": 64, "rl.n_worlds": 16, "rl.max_prompt_tokens": 0})
+        "rl.tasks": 64, "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.max_prompt_tokens": 0})
   t1 = time.perf_counter()
-  eval_cfg = GenConfig(seed=7)  # the demo's held-out worlds and tasks
-  tasks = [t.task for t in generate(eval_cfg, size.n_eval)]
-  _, _, m = demo.evaluate_model(hf, tasks, agent.make_tool_fn(make_worlds(eval_cfg)), size,
+  tasks, tool_fn = demo.held_out_tasks(size)  # the demo's held-out worlds and tasks
+  _, _, m = demo.evaluate_model(hf, tasks, tool_fn, size,
                                 os.path.join(out, "receipts.jsonl"), "probe")
   d = m.to_dict()
   print(json.dumps({"stage": args.stage, "reward": args.reward, "steps": args.steps, "lr": args.lr,

@@ -48,8 +48,12 @@ def cmd_world(args) -> int:
   unknown = sorted(set(policies) - set(NOISE))
   if unknown:
     raise SystemExit(f"--policies: unknown policy {unknown}; known: {sorted(NOISE)}")
+  from foresight_jax.data.world import WorldConfig
+  if args.search_k < 1:
+    raise SystemExit(f"--search-k must be >= 1, got {args.search_k}")
   cfg = GenConfig(seed=args.seed, n_worlds=args.n_worlds, math_fraction=args.math_fraction,
-                  hops=tuple(int(h) for h in args.hops.split(",")), policies=policies)
+                  hops=tuple(int(h) for h in args.hops.split(",")), policies=policies,
+                  world=WorldConfig(search_k=args.search_k))
   t0 = time.perf_counter()
   worlds = make_worlds(cfg)
   f = _atomic_writer(args.out)
@@ -151,6 +155,8 @@ def add_parsers(sub) -> None:
   p.add_argument("--n-worlds", type=int, default=4, help="distinct worlds the questions are spread over")
   p.add_argument("--math-fraction", type=float, default=0.3)
   p.add_argument("--hops", default="1,2,3,4", help="comma-separated hop counts to sample from")
+  p.add_argument("--search-k", type=int, default=3,
+                 help="documents each search returns (recorded in every trajectory's world config)")
   p.add_argument("--policies", default="expert=0.4,mild=0.3,heavy=0.3", help="policy=weight,... mix")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.set_defaults(fn=cmd_world)

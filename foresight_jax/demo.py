@@ -125,6 +125,16 @@ def evaluate_model(hf: str, tasks, tool_fn, size: DemoSize, receipts: str, run: 
   return episodes, metrics.episode_figures(episodes, acfg.format_spec()), m
 
 
+def held_out_tasks(size: DemoSize):
+  """(tasks, tool_fn): the demo's held-out tasks (worlds and tasks no stage trained on: seed 7), whose
+  search returns size.search_k documents, as in training."""
+  from foresight_jax.data.generate import GenConfig, generate, make_worlds
+  from foresight_jax.data.world import WorldConfig
+  from foresight_jax.evals import agent
+  cfg = GenConfig(seed=7, world=WorldConfig(search_k=size.search_k))
+  return [t.task for t in generate(cfg, size.n_eval)], agent.make_tool_fn(make_worlds(cfg))
+
+
 def _train(name: str, size_name: str, **overrides) -> str:
   from foresight_jax.train import stages
   out = stages.run(_stage_config(name, size_name, **overrides))
@@ -135,8 +145,7 @@ def _train(name: str, size_name: str, **overrides) -> str:
 
 def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl: bool = True) -> dict:
   from foresight_jax import cli
-  from foresight_jax.data.generate import GenConfig, generate, make_worlds
-  from foresight_jax.evals import agent, bootstrap, report
+  from foresight_jax.evals import bootstrap, report
   from foresight_jax.train import metrics as train_metrics
 
   size = SIZES[size] if isinstance(size, str) else size
@@ -150,9 +159,10 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
 
   _banner(f"1. world -> augment ({size.n_train} trajectories over {size.n_worlds} worlds)")
   world, sft_world = os.path.join(data, "world.jsonl"), os.path.join(data, "sft_world.jsonl")
-  cli.main(["world", "--out", world, "-n", str(size.n_train), "--seed", "0", "--n-worlds", str(size.n_worlds)])
+  k = ["--search-k", str(size.search_k)]
+  cli.main(["world", "--out", world, "-n", str(size.n_train), "--seed", "0", "--n-worlds", str(size.n_worlds), *k])
   cli.main(["world", "--out", sft_world, "-n", str(size.n_sft), "--seed", "1",
-            "--n-worlds", str(max(4, size.n_worlds * size.n_sft // size.n_train))])
+            "--n-worlds", str(max(4, size.n_worlds * size.n_sft // size.n_train)), *k])
   for variant in sorted(set(ARMS.values())):
     cli.main(["augment", world, "--out", os.path.join(data, f"wm_{variant}.jsonl"), "--variant", variant,
               "--horizon", str(size.horizon)])
@@ -179,9 +189,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
         "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,
         "train.checkpoint_every": size.base_steps})
 
-  eval_cfg = GenConfig(seed=7)  # worlds and tasks no stage has trained on
-  eval_tasks = [t.task for t in generate(eval_cfg, size.n_eval)]
-  tool_fn = agent.make_tool_fn(make_worlds(eval_cfg))
+  eval_tasks, tool_fn = held_out_tasks(size)
   runs, units, hf_dirs = {}, {}, {}
   for arm, variant in ARMS.items():
     tag = "foresight" if variant == "full" else "standard"
@@ -210,7 +218,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
           "data.tokenizer": "", "optim.learning_rate": size.rl_lr, "train.steps": size.rl_steps,
           "train.checkpoint_every": size.rl_steps, "rl.prompts_per_step": size.rl_prompts,
           "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
-          "rl.tasks": 64, "rl.n_worlds": 16, "rl.max_prompt_tokens": 0, "train.progress": True,
+          "rl.tasks": 64, "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.max_prompt_tokens": 0, "train.progress": True,
           "mesh.data": -1 if (size.rl_prompts * size.rl_group) % jax.device_count() == 0 else 1})
       runs[name] = {"held_out_loss": None}
 

@@ -57,6 +57,29 @@ def test_search_returns_top3_in_exact_format(world):
       f"Doc {i}(Title: T) text for hello" for i in (1, 2, 3))
 
 
+def test_search_k_travels_from_the_world_config_to_every_search():
+  """WorldConfig.search_k is the one place the number of documents per search is set: World.search,
+  the data generator's episodes, the foresight builder's rebuilt worlds and the eval tool use it."""
+  from foresight_jax.data.foresight import SuccessEstimator, ForesightConfig
+  from foresight_jax.data.world import WorldConfig
+  from foresight_jax.evals.agent import make_tool_fn
+  one = World(11, WorldConfig(search_k=1))
+  person = one.by_kind["person"][0]
+  assert len(one.search(f"{person} birthplace")) == 1 and len(one.search(person, 3)) == 3
+  assert one.docs == World(11).docs  # the documents do not depend on it
+  cfg = GenConfig(seed=3, math_fraction=0.0, world=WorldConfig(search_k=1))
+  trajs = list(generate(cfg, 12))
+  obs = [s.observation for t in trajs for s in t.steps if s.action.tool == "search"]
+  assert obs and all(len(split_docs(o)) == 1 for o in obs)
+  assert all(t.meta["world_config"]["search_k"] == 1 for t in trajs)
+  # the Monte Carlo estimator rebuilds the world from the recorded config: same k
+  env = SuccessEstimator(ForesightConfig(), worlds={}).env_for(trajs[0], 0)
+  assert env.world.config.search_k == 1 and len(split_docs(env.observe(trajs[0].steps[0].action))) == 1
+  tool = make_tool_fn([one])
+  assert len(split_docs(tool(trajs[0].task, "search", person))) == 1
+  assert len(split_docs(make_tool_fn([one], 2)(trajs[0].task, "search", person))) == 2
+
+
 def test_documents_state_each_relation(world):
   for title, text in world.docs:
     e = world.entities[title]

@@ -330,6 +330,7 @@ def _cli(capsys, *args) -> tuple[int, str]:
     ("--config.rl.aggregation=median", "rl.aggregation"),
     ("--config.rl.tasks=2", "rl.tasks"),
     ("--config.rl.search_url=http://x", "rl.search_url"),
+    ("--config.rl.search_k=0", "rl.search_k"),
     ("--config.rl.max_turnz=3", "rl.max_turnz"),
 ])
 def test_bad_rl_config_is_one_clear_error_naming_the_key(capsys, monkeypatch, override, key):
@@ -381,6 +382,14 @@ def test_prompt_longer_than_the_prompt_width_names_max_prompt_tokens(env):
   e = T.TaskEnv.build(env["tasks"], env["tok"], worlds=env["worlds"], chat=True, variant="full",
                       max_prompt_tokens=longest, max_passage_tokens=48)
   assert e.prompts.shape[1] == longest
+
+
+def test_task_env_searches_return_topk_docs(env):
+  """rl.search_k reaches the device index: a one-document observation is narrower than three."""
+  e1 = T.TaskEnv.build(env["tasks"], env["tok"], worlds=env["worlds"], chat=True, variant="full",
+                       max_prompt_tokens=384, max_passage_tokens=48, topk=1)
+  assert e1.index.topk == 1 and env["e"].index.topk == 3
+  assert e1.index.max_obs_tokens < env["e"].index.max_obs_tokens
 
 
 # ------------------------------------------------------------------------------ 10. host-tool path

@@ -91,6 +91,35 @@ def test_cached_decode_logits_equal_full_recomputation(name):
       assert err <= 1e-4, (r, j, err)
 
 
+@pytest.mark.parametrize("name,overrides", [("tiny", {}), ("tiny", {"attention_bias": True, "qk_norm": True}),
+                                            ("tiny_mla", {})])
+def test_fused_decode_projections_equal_the_declared_ones(name, overrides):
+  """`transformer.decode_params` (what the decode loop reads: q/k/v, MLA's q_a/kv_a and the MLP's
+  gate/up each concatenated into one matmul) gives the same prefill and decode logits."""
+  cfg = presets.model_config(name, **overrides)
+  params = params_lib.init_params(cfg, jax.random.key(3))
+  # biases start at zero: shift them so the fused bias is checked too
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.1 if "bias" in jax.tree_util.keystr(path) else x, params)
+  fused = transformer.decode_params(cfg.replace(decode_fusion=True), params)
+  assert "qkv" not in transformer.decode_params(cfg.replace(decode_fusion=False), params)["layers"][0]["attn"]
+  lp = fused["layers"][0]
+  assert ("q_kv_a" if cfg.is_mla else "qkv") in lp["attn"] and "gate_up" in lp["mlp"]
+  assert "gate" not in lp["mlp"] and ("qkv_bias" in lp["attn"]) == cfg.attention_bias
+  prompt, lens, _ = _prompts(cfg)
+  b, p = prompt.shape
+  pos, seg = S.prompt_positions(jnp.asarray(lens), p)
+  step = jnp.full((b, 1), 5, jnp.int32), jnp.asarray(lens)[:, None], jnp.ones((b, 1), jnp.int32)
+  outs = []
+  for prm in (params, fused):
+    cache = transformer.init_cache(cfg, b, p + 1)
+    pf, cache = _forward(cfg, prm, jnp.asarray(prompt), pos, seg, cache, 0)
+    dec, _ = _forward(cfg, prm, *step, cache, p)
+    outs.append((np.asarray(pf), np.asarray(dec)))
+  for a, f in zip(*outs):
+    np.testing.assert_allclose(f, a, atol=2e-5)
+
+
 # (b) ------------------------------------------------------------------------------------------------
 
 

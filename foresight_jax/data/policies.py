@@ -86,7 +86,7 @@ def branch_scores(env: Env, policy: Policy, traj: Trajectory, t: int, n: int, se
 class SearchEnv:
   world: World
   search_fn: SearchFn | None = None  # e.g. a BM25 or dense retriever; default: world.search
-  k: int = 3
+  k: int | None = None  # documents per search; None: the world's config.search_k
 
   def observe(self, action: Action) -> str:
     return self.world.search_text(action.arg, self.k, self.search_fn)

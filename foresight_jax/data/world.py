@@ -149,6 +149,9 @@ class WorldConfig:
   n_universities: int = 10
   n_rivers: int = 8
   n_fillers: int = 2  # distractor sentences per document
+  # documents a search returns (the tool's top-k). Recorded with every trajectory's world config, so
+  # the foresight builder's Monte Carlo branches and any rebuilt world search the same way
+  search_k: int = 3
 
 
 @dataclass
@@ -189,9 +192,11 @@ class World:
     self._idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5))
                  for t, p in self._postings.items()}
 
-  def search(self, query: str, k: int = 3) -> list[tuple[str, str]]:
-    """Top-k (title, text); always k documents (zero-score ones in index order fill the rest,
-    as a dense retriever would return *something*); ties go to the earlier document."""
+  def search(self, query: str, k: int | None = None) -> list[tuple[str, str]]:
+    """Top-k (title, text), k = config.search_k unless given; always k documents (zero-score ones
+    in index order fill the rest, as a dense retriever would return *something*); ties go to the
+    earlier document."""
+    k = self.config.search_k if k is None else k
     key = (query, k)
     hit = self._cache.get(key)
     if hit is not None:
@@ -214,8 +219,8 @@ class World:
       self._cache[key] = out
     return out
 
-  def search_text(self, query: str, k: int = 3, search_fn: SearchFn | None = None) -> str:
-    docs = (search_fn or self.search)(query, k)
+  def search_text(self, query: str, k: int | None = None, search_fn: SearchFn | None = None) -> str:
+    docs = (search_fn or self.search)(query, self.config.search_k if k is None else k)
     return format_docs(docs)
 
   # --- questions ----------------------------------------------------------------------------

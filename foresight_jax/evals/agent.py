@@ -111,10 +111,11 @@ class Episode:
 # Tools
 
 
-def make_tool_fn(worlds: Sequence[World] = (), k: int = 3, search_fn: SearchFn | None = None
+def make_tool_fn(worlds: Sequence[World] = (), k: int | None = None, search_fn: SearchFn | None = None
                  ) -> ToolFn:
   """Search in the task's world (task.meta["world_seed"]; a single world serves any task),
-  top-k formatted docs; `calc` with the math tasks' safe calculator."""
+  top-k formatted docs (k: the world's config.search_k unless given); `calc` with the math
+  tasks' safe calculator."""
   by_seed = {w.seed: w for w in worlds}
 
   def tool(task: Task, name: str, arg: str) -> str:

@@ -26,12 +26,25 @@ def _write(cache_arr, new, layer, index):
   return cache_arr, cache_arr[layer]
 
 
-def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype, segments=None):
-  q = jnp.einsum("btd,dhk->bthk", x, p["q"].astype(dtype))
-  k = jnp.einsum("btd,dhk->bthk", x, p["k"].astype(dtype))
-  v = jnp.einsum("btd,dhk->bthk", x, p["v"].astype(dtype))
+def _qkv(cfg: ModelConfig, p, x, dtype):
+  """q [B,T,H,hd], k and v [B,T,K,hd]: three projections, or one over `transformer.fuse_projections`'
+  concatenated `qkv` (decode)."""
+  if "qkv" not in p:
+    q, k, v = (jnp.einsum("btd,dhk->bthk", x, p[n].astype(dtype)) for n in ("q", "k", "v"))
+    if cfg.attention_bias:
+      q, k, v = q + p["q_bias"].astype(dtype), k + p["k_bias"].astype(dtype), v + p["v_bias"].astype(dtype)
+    return q, k, v
+  y = jnp.einsum("btd,dn->btn", x, p["qkv"].astype(dtype))
   if cfg.attention_bias:
-    q, k, v = q + p["q_bias"].astype(dtype), k + p["k_bias"].astype(dtype), v + p["v_bias"].astype(dtype)
+    y = y + p["qkv_bias"].astype(dtype)
+  nq, nk, hd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.head_dim
+  b, t = x.shape[:2]
+  return (y[..., :nq].reshape(b, t, cfg.num_heads, hd), y[..., nq:nq + nk].reshape(b, t, cfg.num_kv_heads, hd),
+          y[..., nq + nk:].reshape(b, t, cfg.num_kv_heads, hd))
+
+
+def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype, segments=None):
+  q, k, v = _qkv(cfg, p, x, dtype)
   if cfg.qk_norm:
     q = layers.rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
     k = layers.rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
@@ -62,14 +75,19 @@ def _self_attention(cfg: ModelConfig, q, k, v, segments, mask, scale):
 
 def mla(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype, segments=None):
   dn = cfg.qk_nope_head_dim
+  if "q_kv_a" in p:  # decode: q_a and kv_a as one matmul (`transformer.fuse_projections`)
+    y = jnp.einsum("btd,dr->btr", x, p["q_kv_a"].astype(dtype))
+    qa_raw, kv_a = y[..., :cfg.q_lora_rank], y[..., cfg.q_lora_rank:]
+  else:
+    qa_raw = jnp.einsum("btd,dr->btr", x, p["q_a"].astype(dtype)) if cfg.q_lora_rank else None
+    kv_a = jnp.einsum("btd,dr->btr", x, p["kv_a"].astype(dtype))
   if cfg.q_lora_rank:
-    qa = layers.rms_norm(jnp.einsum("btd,dr->btr", x, p["q_a"].astype(dtype)), p["q_a_norm"], MLA_NORM_EPS)
+    qa = layers.rms_norm(qa_raw, p["q_a_norm"], MLA_NORM_EPS)
     q = jnp.einsum("btr,rhk->bthk", qa, p["q_b"].astype(dtype))
   else:
     q = jnp.einsum("btd,dhk->bthk", x, p["q"].astype(dtype))
   q = constrain(q, ("batch", "seq", "act_heads", None))
   q_nope, q_rot = q[..., :dn], q[..., dn:]
-  kv_a = jnp.einsum("btd,dr->btr", x, p["kv_a"].astype(dtype))
   c = layers.rms_norm(kv_a[..., :cfg.kv_lora_rank], p["kv_a_norm"], MLA_NORM_EPS)
   q_rot = layers.apply_rope(q_rot, cos, sin, cfg.rope_interleave)
   k_rot = layers.apply_rope(kv_a[..., None, cfg.kv_lora_rank:], cos, sin, cfg.rope_interleave)[:, :, 0]

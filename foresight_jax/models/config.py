@@ -49,6 +49,10 @@ class ModelConfig:
   scan_layers: bool = True
   # training self-attention kernel (models/kernels.py): auto = cuDNN flash on GPU, splash on TPU, XLA on CPU
   attention_impl: str = "auto"
+  # decode reads the projections that share an input (q/k/v, MLA's q_a/kv_a, gate/up) as one matmul
+  # each (transformer.decode_params): fewer kernels per generated token. Off until measured on a GPU:
+  # on the CPU host it gave 1.00x (tiny, batch 32) and 0.94x (SmolLM2 shape, batch 8), BUILD_NOTES
+  decode_fusion: bool = False
 
   def __post_init__(self):
     if self.family not in FAMILIES:

@@ -55,7 +55,11 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleave: bool) -
 
 
 def mlp(p: dict, x: jax.Array, dtype) -> jax.Array:
-  """SwiGLU: down(silu(x @ gate) * (x @ up)); x [B, T, D] in the compute dtype."""
+  """SwiGLU: down(silu(x @ gate) * (x @ up)); x [B, T, D] in the compute dtype. With `gate_up`
+  (decode, `transformer.fuse_projections`) gate and up are one matmul."""
+  if "gate_up" in p:
+    gate, up = jnp.split(jnp.einsum("btd,df->btf", x, p["gate_up"].astype(dtype)), 2, axis=-1)
+    return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, p["down"].astype(dtype))
   return _swiglu(x, p["gate"].astype(dtype), p["up"].astype(dtype), p["down"].astype(dtype))
 
 

@@ -128,6 +128,42 @@ def unstack_layers(params: Params) -> Params:
   return {**params, "layers": tuple(jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(n))}
 
 
+def _tensor_parallel() -> bool:
+  mesh = jax.sharding.get_abstract_mesh()
+  return not mesh.empty and dict(mesh.shape).get("tensor", 1) > 1
+
+
+def fuse_projections(lp: Params) -> Params:
+  """One layer's weights with the projections that read the same input concatenated along their
+  outputs: GQA's q/k/v -> `qkv` [D, (H + 2K) * hd] (and its biases), MLA's q_a/kv_a -> `q_kv_a`,
+  the MLP's gate/up -> `gate_up` [D, 2F]. The attention and MLP code use a fused key when present.
+
+  Why: a decode step at small batch is bound by the number of kernels, not by FLOPs (BUILD_NOTES,
+  decode profile), and one [D, 3n] matmul is one kernel where three [D, n] are three. Decode-only:
+  training keeps the declared parameters (their shardings and gradients are per projection).
+  """
+  attn, mlp = dict(lp["attn"]), dict(lp["mlp"])
+  d = mlp["gate"].shape[0]
+  if "q" in attn and "k" in attn and "v" in attn:
+    attn["qkv"] = jnp.concatenate([attn.pop(n).reshape(d, -1) for n in ("q", "k", "v")], axis=1)
+    if "q_bias" in attn:
+      attn["qkv_bias"] = jnp.concatenate([attn.pop(f"{n}_bias").reshape(-1) for n in ("q", "k", "v")])
+  elif "q_a" in attn:
+    attn["q_kv_a"] = jnp.concatenate([attn.pop("q_a"), attn.pop("kv_a")], axis=1)
+  mlp["gate_up"] = jnp.concatenate([mlp.pop("gate"), mlp.pop("up")], axis=1)
+  return {**lp, "attn": attn, "mlp": mlp}
+
+
+def decode_params(cfg: ModelConfig, params: Params) -> Params:
+  """What the decode loop reads: one pytree per layer (`unstack_layers`) with fused projections
+  (`fuse_projections`) when cfg.decode_fusion. Under a tensor-parallel mesh the projections stay
+  apart: concatenating head-sharded weights would gather them onto every device."""
+  params = unstack_layers(params)
+  if not cfg.decode_fusion or _tensor_parallel():
+    return params
+  return {**params, "layers": tuple(fuse_projections(lp) for lp in params["layers"])}
+
+
 def lm_head(cfg: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
   """fp32 logits [..., vocab] from final hidden states."""
   dtype = h.dtype

@@ -102,10 +102,10 @@ class TaskEnv:
 
   @classmethod
   def build(cls, tasks: Sequence[Task], tokenizer, *, worlds: Sequence[Any], chat: bool, variant: str,
-            max_prompt_tokens: int, max_passage_tokens: int = 256) -> "TaskEnv":
+            max_prompt_tokens: int, max_passage_tokens: int = 256, topk: int = 3) -> "TaskEnv":
     """Search tasks of the synthetic `worlds` (task.meta["world_seed"] picks the world): one
     index over every world's docs, each doc grouped by its world. `max_prompt_tokens` <= 0: the
-    longest prompt, rounded up to a multiple of 32."""
+    longest prompt, rounded up to a multiple of 32. `topk`: documents a search returns."""
     tasks = list(tasks)
     bad = [t.id for t in tasks if t.domain != "search"]
     if bad:
@@ -117,7 +117,7 @@ class TaskEnv:
       raise ValueError(f"tasks refer to worlds {missing[:5]} that were not given (have {sorted(by_seed)[:5]}...)")
     docs = [d for w in worlds for d in w.docs]
     doc_groups = [i for i, w in enumerate(worlds) for _ in w.docs]
-    index = ds.build_index(docs, tokenizer, max_passage_tokens=max_passage_tokens,
+    index = ds.build_index(docs, tokenizer, max_passage_tokens=max_passage_tokens, topk=topk,
                            affixes=observation_affixes(tokenizer, chat), doc_groups=doc_groups)
     encoded = encode_prompts(tasks, tokenizer, variant, chat)
     if max_prompt_tokens <= 0:  # fit the longest prompt (rounded up: similar runs share a program)

@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from foresight_jax.data.generate import GenConfig, generate, make_worlds
+from foresight_jax.data.world import WorldConfig
 from foresight_jax.rl import grpo, host_tools, step as rl_step
 from foresight_jax.rl.rollout import Rollout, RolloutConfig
 from foresight_jax.rl.tasks import TaskEnv, observation_affixes
@@ -68,6 +69,11 @@ class PromptSchedule:
     self.k = int(s["k"])
 
 
+def task_gen_config(r) -> GenConfig:
+  """The RL tasks' generator: search only, over rl.n_worlds worlds whose search returns rl.search_k docs."""
+  return GenConfig(seed=r.task_seed, n_worlds=r.n_worlds, math_fraction=0.0, world=WorldConfig(search_k=r.search_k))
+
+
 def rl_config(cfg) -> rl_step.RLConfig:
   r = cfg.rl
   weights = (("outcome", 1.0),) if r.reward == "outcome" else (
@@ -93,8 +99,7 @@ def _tokenizer(cfg, init_path: str, workdir: str, worlds, tasks):
                          else init_path)
     return stages_data.add_foresight_tokens(tok) if cfg.model.add_foresight_tokens else tok
   # random init (a smoke run or a resume check): a tokenizer trained on the tasks' own text
-  trajs = list(generate(GenConfig(seed=cfg.rl.task_seed, n_worlds=cfg.rl.n_worlds, math_fraction=0.0),
-                        min(len(tasks), 256), worlds=worlds))
+  trajs = list(generate(task_gen_config(cfg.rl), min(len(tasks), 256), worlds=worlds))
   chat_cfg = stages_config.base("fe_sft")
   chat_cfg.data.chat_format, chat_cfg.data.variant = True, cfg.data.variant
   texts = stages_data.rendered_texts(trajs, chat_cfg) + [d for w in worlds for _, d in w.docs]
@@ -138,13 +143,14 @@ def run(cfg, dry_run: bool = False) -> dict[str, Any]:
                         f"data.tokenizer={stages_config.TRAIN_SENTENCEPIECE!r} for a random-init smoke run")
     log.warning("model.init_from is empty: FC-RL starts from a RANDOM model (a smoke / resume check, "
                 "not a training run); pass the FE-SFT export as --config.model.init_from")
-  gcfg = GenConfig(seed=r.task_seed, n_worlds=r.n_worlds, math_fraction=0.0)
+  gcfg = task_gen_config(r)
   worlds = make_worlds(gcfg)
   tasks = [t.task for t in generate(gcfg, r.tasks, worlds=worlds)]
   tok = _tokenizer(cfg, init_path, workdir, worlds, tasks)
   mcfg = stages.model_config(cfg, init_path, tok, tok.vocab_size)
   env = TaskEnv.build(tasks, tok, worlds=worlds, chat=True, variant=cfg.data.variant,
-                      max_prompt_tokens=r.max_prompt_tokens, max_passage_tokens=r.max_passage_tokens)
+                      max_prompt_tokens=r.max_prompt_tokens, max_passage_tokens=r.max_passage_tokens,
+                      topk=r.search_k)
   rlcfg = rl_config(cfg)
   summary = {"stage": "fc_rl", "workdir": workdir, "init_from": init_path or None, "vocab_size": mcfg.vocab_size,
              "tasks": len(tasks), "worlds": len(worlds), "rows_per_step": rows, "reward": r.reward,

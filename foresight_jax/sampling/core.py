@@ -346,8 +346,9 @@ def decode(cfg: ModelConfig, params, state: SamplerState, sampling: SamplingPara
     # early exit: one global "all done" reduction per step, evaluated on device
     return (st.step < max_new_tokens) & ~jnp.all(st.done)
 
-  # one copy of the layer weights per call instead of a per-token slice of the stacked arrays
-  params = transformer.unstack_layers(params)
+  # one copy of the layer weights per call instead of a per-token slice of the stacked arrays (and,
+  # with cfg.decode_fusion, the projections that share an input fused: fewer kernels per token)
+  params = transformer.decode_params(cfg, params)
 
   def body(st: SamplerState):
     live = ~st.done

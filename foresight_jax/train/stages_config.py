@@ -118,6 +118,7 @@ def rl_defaults() -> ml_collections.ConfigDict:
       max_turns=4, max_turn_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
       beta=0.04, clip_eps=0.2, aggregation="token_mean",  # token_mean | sequence_mean
       tasks=256, n_worlds=32, task_seed=3,  # synthetic search tasks (world seeds task_seed*1000+w)
+      search_k=3,  # documents a search returns (the tasks' WorldConfig.search_k and the device index's top-k)
       tool="device",  # device: BM25 inside the jitted step | host: jitted segments + Python tools
       search_url="",  # tool=host: a Search-R1 /retrieve server instead of the world's own search
       max_prompt_tokens=0,  # prompt width; 0 = the longest prompt, rounded up to a multiple of 32
@@ -242,6 +243,7 @@ def check_rl(r) -> None:
   _need(r.tasks >= r.prompts_per_step, "rl.tasks", f"{r.tasks} tasks cannot fill rl.prompts_per_step="
         f"{r.prompts_per_step} prompts per step")
   _need(r.n_worlds >= 1, "rl.n_worlds", f"must be >= 1, got {r.n_worlds}")
+  _need(r.search_k >= 1, "rl.search_k", f"must be >= 1, got {r.search_k}")
   _need(r.temperature > 0, "rl.temperature", f"must be > 0 (GRPO needs different samples), got {r.temperature}")
   _need(r.beta >= 0 and r.clip_eps > 0, "rl.beta", f"beta must be >= 0 and clip_eps > 0, got {r.beta}, {r.clip_eps}")
   from foresight_jax.rl.grpo import LOSS_AGGREGATIONS
