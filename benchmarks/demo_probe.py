@@ -6,6 +6,7 @@ unseen worlds, greedy), one JSON line of figures.
   python benchmarks/demo_probe.py --start runs/demo-X/fe_sft_foresight/hf --steps 10 --lr 2e-4
   python benchmarks/demo_probe.py --stage fe_sft --start runs/demo-X/wm_amt_standard/hf \
       --data runs/demo-X/data/sft_full.jsonl --steps 300 --lr 1e-3
+  python benchmarks/demo_probe.py --stage eval --start runs/demo-X/fe_sft_foresight/hf --search-k 1
 """
 from __future__ import annotations
 
@@ -17,24 +18,33 @@ import time
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--stage", default="fc_rl", choices=["fc_rl", "fe_sft"])
+  ap.add_argument("--stage", default="fc_rl", choices=["fc_rl", "fe_sft", "eval"],
+                  help="eval: no training, the held-out evaluation of --start alone")
   ap.add_argument("--start", required=True, help="fc_rl: an FE-SFT export (a demo's fe_sft_foresight/hf); "
                                                  "fe_sft: a WM-AMT export (wm_amt_<arm>/hf)")
   ap.add_argument("--data", default="", help="fe_sft: the FE-SFT trajectories (a demo's data/sft_full.jsonl)")
   ap.add_argument("--reward", default="fc", choices=["fc", "outcome"])
   ap.add_argument("--steps", type=int, default=10)
   ap.add_argument("--lr", type=float, default=2e-4)
+  ap.add_argument("--search-k", type=int, default=None,
+                  help="documents per search in training and evaluation (default: the cpu demo size's)")
   ap.add_argument("--out", default="/tmp/demo_rl_probe")
   args = ap.parse_args()
+
+  import dataclasses
 
   from foresight_jax import demo
   from foresight_jax.demo_sizes import SIZES
   size = SIZES["cpu"]
+  if args.search_k is not None:
+    size = dataclasses.replace(size, search_k=args.search_k)
   out = os.path.join(args.out, f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}")
   t0 = time.perf_counter()
   common = {"workdir": out, "model.init_from": args.start, "optim.learning_rate": args.lr,
             "train.steps": args.steps, "train.checkpoint_every": args.steps, "train.progress": False, "mesh.data": 1}
-  if args.stage == "fe_sft":  # the demo's FE-SFT keys (demo.run)
+  if args.stage == "eval":
+    hf = args.start
+  elif args.stage == "fe_sft":  # the demo's FE-SFT keys (demo.run)
     hf = demo._train("fe_sft", "tiny", **common, **{
         "data.seq_len": size.seq_len, "data.batch_size": size.batch, "data.slip_rate": size.slip_rate,
         "data.synthetic": 0, "data.augment": False, "data.paths": args.data, "data.eval_fraction": 0.1,
@@ -45,11 +55,13 @@ def main():
         "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
         "rl.tasks": 64, "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.max_prompt_tokens": 0})
   t1 = time.perf_counter()
+  os.makedirs(out, exist_ok=True)
   tasks, tool_fn = demo.held_out_tasks(size)  # the demo's held-out worlds and tasks
   _, _, m = demo.evaluate_model(hf, tasks, tool_fn, size,
                                 os.path.join(out, "receipts.jsonl"), "probe")
   d = m.to_dict()
   print(json.dumps({"stage": args.stage, "reward": args.reward, "steps": args.steps, "lr": args.lr,
+                    "search_k": size.search_k,
                     "train_s": round(t1 - t0),
                     "eval_s": round(time.perf_counter() - t1),
                     **{k: d.get(k) for k in ("format_turn", "grounding", "brier", "brier_skill", "ece", "accuracy")}}))

@@ -140,6 +140,7 @@ def cmd_data_stats(args) -> int:
 
 
 def add_parsers(sub) -> None:
+  from foresight_jax.data.world import WorldConfig  # stdlib-only module: cheap at parser build
   fmt = argparse.RawDescriptionHelpFormatter
   p = sub.add_parser("world", help="generate synthetic-world trajectories (JSONL)", formatter_class=fmt,
                      description=(
@@ -155,7 +156,7 @@ def add_parsers(sub) -> None:
   p.add_argument("--n-worlds", type=int, default=4, help="distinct worlds the questions are spread over")
   p.add_argument("--math-fraction", type=float, default=0.3)
   p.add_argument("--hops", default="1,2,3,4", help="comma-separated hop counts to sample from")
-  p.add_argument("--search-k", type=int, default=3,
+  p.add_argument("--search-k", type=int, default=WorldConfig.search_k,
                  help="documents each search returns (recorded in every trajectory's world config)")
   p.add_argument("--policies", default="expert=0.4,mild=0.3,heavy=0.3", help="policy=weight,... mix")
   p.add_argument("--quiet", action="store_true", help="no progress bar")

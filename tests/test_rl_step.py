@@ -11,6 +11,7 @@ shared by the tests that read its output.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -23,6 +24,7 @@ import pytest
 from _scripted_policy import scripted_agent
 from foresight_jax.data.generate import GenConfig, generate, make_worlds
 from foresight_jax.data.render import render_prompt
+from foresight_jax.data.world import World
 from foresight_jax.rl import device_search as ds
 from foresight_jax.rl import grpo, host_tools, rewards as rw, rollout as R, step as S, tasks as T
 from foresight_jax.rl import train as rl_train
@@ -384,12 +386,17 @@ def test_prompt_longer_than_the_prompt_width_names_max_prompt_tokens(env):
   assert e.prompts.shape[1] == longest
 
 
-def test_task_env_searches_return_topk_docs(env):
-  """rl.search_k reaches the device index: a one-document observation is narrower than three."""
-  e1 = T.TaskEnv.build(env["tasks"], env["tok"], worlds=env["worlds"], chat=True, variant="full",
-                       max_prompt_tokens=384, max_passage_tokens=48, topk=1)
+def test_task_env_searches_return_the_worlds_search_k_docs(env):
+  """The device index returns what the worlds' search returns (WorldConfig.search_k, set from
+  rl.search_k): a one-document observation is narrower than three; worlds that disagree are an error."""
+  one = [World(w.seed, dataclasses.replace(w.config, search_k=1)) for w in env["worlds"]]
+  e1 = T.TaskEnv.build(env["tasks"], env["tok"], worlds=one, chat=True, variant="full",
+                       max_prompt_tokens=384, max_passage_tokens=48)
   assert e1.index.topk == 1 and env["e"].index.topk == 3
   assert e1.index.max_obs_tokens < env["e"].index.max_obs_tokens
+  with pytest.raises(ValueError, match=r"worlds disagree .*: \[1, 3\]"):
+    T.TaskEnv.build(env["tasks"], env["tok"], worlds=[one[0], env["worlds"][1]], chat=True, variant="full",
+                    max_prompt_tokens=384, max_passage_tokens=48)
 
 
 # ------------------------------------------------------------------------------ 10. host-tool path

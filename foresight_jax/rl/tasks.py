@@ -102,10 +102,11 @@ class TaskEnv:
 
   @classmethod
   def build(cls, tasks: Sequence[Task], tokenizer, *, worlds: Sequence[Any], chat: bool, variant: str,
-            max_prompt_tokens: int, max_passage_tokens: int = 256, topk: int = 3) -> "TaskEnv":
+            max_prompt_tokens: int, max_passage_tokens: int = 256) -> "TaskEnv":
     """Search tasks of the synthetic `worlds` (task.meta["world_seed"] picks the world): one
     index over every world's docs, each doc grouped by its world. `max_prompt_tokens` <= 0: the
-    longest prompt, rounded up to a multiple of 32. `topk`: documents a search returns."""
+    longest prompt, rounded up to a multiple of 32. A search returns the worlds' config.search_k
+    documents (the same in every world)."""
     tasks = list(tasks)
     bad = [t.id for t in tasks if t.domain != "search"]
     if bad:
@@ -115,9 +116,12 @@ class TaskEnv:
     missing = sorted({(t.meta or {}).get("world_seed") for t in tasks} - set(by_seed))
     if missing:
       raise ValueError(f"tasks refer to worlds {missing[:5]} that were not given (have {sorted(by_seed)[:5]}...)")
+    topks = {w.config.search_k for w in worlds}
+    if len(topks) != 1:
+      raise ValueError(f"the worlds disagree on how many documents a search returns: {sorted(topks)}")
     docs = [d for w in worlds for d in w.docs]
     doc_groups = [i for i, w in enumerate(worlds) for _ in w.docs]
-    index = ds.build_index(docs, tokenizer, max_passage_tokens=max_passage_tokens, topk=topk,
+    index = ds.build_index(docs, tokenizer, max_passage_tokens=max_passage_tokens, topk=topks.pop(),
                            affixes=observation_affixes(tokenizer, chat), doc_groups=doc_groups)
     encoded = encode_prompts(tasks, tokenizer, variant, chat)
     if max_prompt_tokens <= 0:  # fit the longest prompt (rounded up: similar runs share a program)

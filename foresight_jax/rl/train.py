@@ -149,8 +149,7 @@ def run(cfg, dry_run: bool = False) -> dict[str, Any]:
   tok = _tokenizer(cfg, init_path, workdir, worlds, tasks)
   mcfg = stages.model_config(cfg, init_path, tok, tok.vocab_size)
   env = TaskEnv.build(tasks, tok, worlds=worlds, chat=True, variant=cfg.data.variant,
-                      max_prompt_tokens=r.max_prompt_tokens, max_passage_tokens=r.max_passage_tokens,
-                      topk=r.search_k)
+                      max_prompt_tokens=r.max_prompt_tokens, max_passage_tokens=r.max_passage_tokens)
   rlcfg = rl_config(cfg)
   summary = {"stage": "fc_rl", "workdir": workdir, "init_from": init_path or None, "vocab_size": mcfg.vocab_size,
              "tasks": len(tasks), "worlds": len(worlds), "rows_per_step": rows, "reward": r.reward,
