@@ -1,9 +1,12 @@
 """Shared benchmark helpers: same weights in ours and transformers, device peak, steady-state timing."""
 from __future__ import annotations
 
+import collections
+import glob
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 
@@ -81,6 +84,66 @@ def load_both(preset: str | None, weights: str | None, dtype: str = "float32"):
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
   hf.train(False)  # inference mode (no dropout)
   return cfg, params, hf
+
+
+def kernel_kind(name: str) -> str:
+  """'triton_gemm_fusion_123' -> 'triton_gemm_fusion'; 'loop_add_fusion.4' -> 'loop_add_fusion'."""
+  return re.sub(r"([_.]?\d+)+$", "", name.split("(")[0].split("<")[0]) or name
+
+
+def device_kernels(xplane_path: str) -> list[tuple[str, float, float]]:
+  """(name, start_ns, duration_ns) of every event on a GPU stream line of the trace."""
+  data = jax.profiler.ProfileData.from_file(xplane_path)
+  out = []
+  for plane in data.planes:
+    if not plane.name.startswith("/device:GPU"):
+      continue
+    for line in plane.lines:
+      if "stream" not in line.name.lower():  # skip the derived "XLA Ops" / "XLA Modules" lines
+        continue
+      out.extend((ev.name, ev.start_ns, ev.duration_ns) for ev in line.events)
+  return out
+
+
+def busy_ns(kernels) -> float:
+  """Union of the kernels' intervals: time at least one kernel ran (streams can overlap)."""
+  total, end = 0.0, -1.0
+  for _, s, d in sorted(kernels, key=lambda k: k[1]):
+    e = s + d
+    if e > end:
+      total += e - max(s, end)
+      end = e
+  return total
+
+def kernel_profile(fn, reps: int, steps: int, top: int = 12) -> dict:
+  """Trace `reps` calls of `fn` with `jax.profiler` and split the GPU's time per step (`steps` in
+  all the calls): kernel count, kernel time, busy time (union of kernel intervals) against the
+  traced span, and the `top` kernel kinds by time; `wall_s_per_call` is timed under the trace. Without GPU stream lines in the trace (CPU) it
+  names what the trace holds instead."""
+  trace_dir = tempfile.mkdtemp(prefix="trace_")
+  with jax.profiler.trace(trace_dir):
+    t0 = time.perf_counter()
+    for _ in range(reps):
+      fn()
+    wall = (time.perf_counter() - t0) / reps
+  path = sorted(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True))[-1]
+  kernels = device_kernels(path)
+  if not kernels:
+    data = jax.profiler.ProfileData.from_file(path)
+    return {"wall_s_per_call": wall,
+            "trace_lines": {pl.name: [ln.name for ln in pl.lines][:6] for pl in data.planes}}
+  by_kind = collections.defaultdict(lambda: [0, 0.0])
+  for name, _, dur in kernels:
+    by_kind[kernel_kind(name)][0] += 1
+    by_kind[kernel_kind(name)][1] += dur
+  ranked = sorted(by_kind.items(), key=lambda kv: -kv[1][1])[:top]
+  span = max(s + d for _, s, d in kernels) - min(s for _, s, _ in kernels)
+  busy = busy_ns(kernels)
+  return {"wall_s_per_call": wall, "kernels_per_step": len(kernels) / steps,
+          "kernel_ms_per_step": sum(d for *_, d in kernels) / steps / 1e6,
+          "busy_ms_per_step": busy / steps / 1e6, "traced_span_ms_per_step": span / steps / 1e6,
+          "busy_fraction_of_span": busy / span, "mean_kernel_us": sum(d for *_, d in kernels) / len(kernels) / 1e3,
+          "by_kind": {k: {"per_step": n / steps, "ms_per_step": t / steps / 1e6} for k, (n, t) in ranked}}
 
 
 def emit(record: dict) -> None:

@@ -9,7 +9,6 @@ GPU, Youtu-2B shape, bf16, with the HBM-bandwidth roofline (ours only):
 from __future__ import annotations
 
 import argparse
-import math
 
 import jax
 import jax.numpy as jnp

@@ -34,6 +34,10 @@ def main():
   ap.add_argument("--plain-loss", action="store_true",
                   help="materialise the whole [B, T, vocab] fp32 logits (the pre-chunking loss) for comparison")
   ap.add_argument("--packed", action="store_true", help="pass segment ids (two documents per row), as the trainer does")
+  ap.add_argument("--loss-chunk-gib", type=float, default=None,
+                  help="fp32 logits budget of one chunk of the chunked LM-head loss (default: losses.LOGITS_CHUNK_BYTES)")
+  ap.add_argument("--profile", action="store_true",
+                  help="also trace 3 steps with jax.profiler: kernel time by kind, GPU busy vs wall (GPU)")
   ap.add_argument("--no-torch", action="store_true", help="skip the transformers side (GPU runs)")
   ap.add_argument("--min-time", type=float, default=5.0)
   args = ap.parse_args()
@@ -62,7 +66,14 @@ def main():
     loss, _ = losses.masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     return loss, {"loss": loss}
 
-  loss_fn = plain_loss if args.plain_loss else functools.partial(losses.causal_lm_loss, cfg)
+  def budget_loss(params, batch):  # the trainer's loss with another logits budget per chunk
+    h, _ = transformer.hidden_states(cfg, params, batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
+    chunk = losses.logits_chunk(args.batch, args.seq, cfg.vocab_size, int(args.loss_chunk_gib * 2 ** 30))
+    loss, _ = losses.lm_head_cross_entropy(cfg, params, h, batch["targets"], batch["loss_mask"], chunk=chunk)
+    return loss, {"loss": loss}
+
+  loss_fn = (plain_loss if args.plain_loss else budget_loss if args.loss_chunk_gib
+             else functools.partial(losses.causal_lm_loss, cfg))
   grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
 
   def ours():
@@ -78,7 +89,10 @@ def main():
          "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
          "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
          "remat": args.remat, "plain_loss": args.plain_loss, "packed": args.packed,
+         "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": __import__("os").environ.get("XLA_FLAGS"),
          "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}
+  if args.profile:
+    rec["profile"] = common.kernel_profile(ours, reps=3, steps=3)
   if hf is not None:
     import torch
     torch.set_num_threads(max(1, jax.local_devices()[0].platform == "cpu" and __import__("os").cpu_count() or 1))

@@ -23,7 +23,6 @@ T_START = time.time()  # before the heavy imports
 
 import argparse
 import json
-import os
 import sys
 
 import jax

@@ -79,6 +79,15 @@ def test_cudnn_attention_equals_reference(shape):
   _check("cudnn", *CUDNN_SHAPES[shape], dtype=jnp.bfloat16, atol=2e-2, grad_rtol=2e-2)
 
 
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs a GPU (run on the device)")
+def test_cudnn_mla_runs_two_head_dims_in_one_call():
+  """On Hopper with cuDNN >= 9.10, MLA's qk 192 / v 128 reaches cuDNN as is (no V padding): the
+  native call answers, and `test_cudnn_attention_equals_reference[mla]` checks its values."""
+  q, k, v, _ = _qkv(2, 256, 4, 4, 192, 128, dtype=jnp.bfloat16)
+  out = kernels._cudnn_two_head_dims(q, k, v, None, 192 ** -0.5)
+  assert out is not None and out.shape == (2, 256, 4, 128)
+
+
 def test_end_padding_leaves_causal_attention_unchanged():
   """What `_pad_seq` relies on for cuDNN: keys appended after the last query (segment 0) change no
   real row of causal, segment-masked attention."""
@@ -145,4 +154,5 @@ def test_chunked_lm_loss_and_grads_equal_plain(tie):
     np.testing.assert_allclose(np.asarray(a), np.asarray(r), atol=1e-6 * float(jnp.max(jnp.abs(r))) + 1e-9)
   # the chunk never holds more than its budget: 8 positions of 2 rows
   assert losses.logits_chunk(2, 64, cfg.vocab_size, budget=2 * 8 * cfg.vocab_size * 4) == 8
-  assert losses.logits_chunk(4, 4096, 151_936) == 256  # Qwen2.5 at seq 4096, batch 4: 16 chunks
+  assert losses.logits_chunk(4, 4096, 151_936) == 512  # Qwen2.5 at seq 4096, batch 4: 8 chunks of 1.2 GB
+

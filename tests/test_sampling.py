@@ -103,8 +103,11 @@ def test_fused_decode_projections_equal_the_declared_ones(name, overrides):
       lambda path, x: x + 0.1 if "bias" in jax.tree_util.keystr(path) else x, params)
   fused = transformer.decode_params(cfg.replace(decode_fusion=True), params)
   assert "qkv" not in transformer.decode_params(cfg.replace(decode_fusion=False), params)["layers"][0]["attn"]
-  lp = fused["layers"][0]
-  assert ("q_kv_a" if cfg.is_mla else "qkv") in lp["attn"] and "gate_up" in lp["mlp"]
+  lp, key = fused["layers"][0], "q_kv_a" if cfg.is_mla else "qkv"
+  assert key in lp["attn"] and "gate_up" in lp["mlp"]
+  # the default (None) fuses on a GPU backend only
+  default = transformer.decode_params(cfg, params)["layers"][0]["attn"]
+  assert cfg.decode_fusion is None and (key in default) == (jax.default_backend() == "gpu")
   assert "gate" not in lp["mlp"] and ("qkv_bias" in lp["attn"]) == cfg.attention_bias
   prompt, lens, _ = _prompts(cfg)
   b, p = prompt.shape

@@ -50,9 +50,10 @@ class ModelConfig:
   # training self-attention kernel (models/kernels.py): auto = cuDNN flash on GPU, splash on TPU, XLA on CPU
   attention_impl: str = "auto"
   # decode reads the projections that share an input (q/k/v, MLA's q_a/kv_a, gate/up) as one matmul
-  # each (transformer.decode_params): fewer kernels per generated token. Off until measured on a GPU:
-  # on the CPU host it gave 1.00x (tiny, batch 32) and 0.94x (SmolLM2 shape, batch 8), BUILD_NOTES
-  decode_fusion: bool = False
+  # each (transformer.decode_params): fewer kernels per generated token. None = on for GPU only,
+  # from BUILD_NOTES: 1.045x (batch 1) and 1.049x (batch 128) at Youtu-2B shape on an H200, but
+  # 1.00x (tiny, batch 32) and 0.94x (SmolLM2 shape, batch 8) on the CPU host
+  decode_fusion: bool | None = None
 
   def __post_init__(self):
     if self.family not in FAMILIES:

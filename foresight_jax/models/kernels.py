@@ -8,8 +8,8 @@ Choices (`ModelConfig.attention_impl`, "auto" picks per backend):
 - "cudnn" (auto on GPU): cuDNN's fused flash attention through `jax.nn.dot_product_attention`.
   It never materialises the [T, T] scores (the XLA path's fp32 probabilities were the largest
   buffer of a seq-4096 step) and handles GQA natively (K/V heads are not repeated) and MLA's
-  qk dim 192 with v dim 128 (V zero-padded to the qk dim: `jax.nn.dot_product_attention` wants one
-  head dim).
+  qk dim 192 with v dim 128 (in one call through jax's cuDNN entry point where cuDNN >= 9.10 on
+  Hopper allows it, else V zero-padded to the qk dim: `jax.nn.dot_product_attention` wants one).
   Packed rows pass their segment mask as a [B, 1, T, T] bias, broadcast over heads; an unpacked
   row (no segment ids given) uses cuDNN's built-in causal mask alone. cuDNN takes bf16/fp16 only,
   so fp32 compute falls back to XLA.
@@ -80,12 +80,25 @@ def _cudnn(q, k, v, segment_ids, scale, packed):
     same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] != 0)
     bias = same[:, None]  # [B, 1, T, T]: one mask shared by all heads
   dv = v.shape[-1]
-  if dv != q.shape[-1]:
-    # MLA (qk 192, v 128): the public API wants one head dim for q, k and v, so V is zero-padded
-    # (the padded output columns are exactly zero and dropped; costs (192 - 128) / 128 more PV work)
+  out = _cudnn_two_head_dims(q, k, v, bias, scale) if dv != q.shape[-1] else None
+  if out is None:
+    # MLA without the native path: V zero-padded to the qk dim (the padded output columns are
+    # exactly zero and dropped; costs (192 - 128) / 128 more PV work)
     v = jnp.pad(v, [(0, 0)] * 3 + [(0, q.shape[-1] - dv)])
-  out = jax.nn.dot_product_attention(q, k, v, mask=bias, scale=scale, is_causal=True, implementation="cudnn")
+    out = jax.nn.dot_product_attention(q, k, v, mask=bias, scale=scale, is_causal=True, implementation="cudnn")
   return out[:, :t, :, :dv]
+
+
+def _cudnn_two_head_dims(q, k, v, mask, scale):
+  """MLA's qk dim 192 with v dim 128 in one cuDNN call (cuDNN >= 9.10 on Hopper), or None where
+  that is not available. `jax.nn.dot_product_attention` checks one head dim for q, k and v, so this
+  goes through jax's own cuDNN entry point beneath it, a private module: any change there (import,
+  signature, a refusal of the shape at trace time) falls back to the padded public call."""
+  try:
+    from jax._src.cudnn import fused_attention_stablehlo as fa
+    return fa.dot_product_attention(q, k, v, mask=mask, scale=scale, mask_type=fa.MaskType.CAUSAL)
+  except (ImportError, AttributeError, TypeError, ValueError, NotImplementedError, RuntimeError):
+    return None
 
 
 def _splash(q, k, v, segment_ids, scale, interpret):

@@ -156,21 +156,51 @@ def fuse_projections(lp: Params) -> Params:
 
 def decode_params(cfg: ModelConfig, params: Params) -> Params:
   """What the decode loop reads: one pytree per layer (`unstack_layers`) with fused projections
-  (`fuse_projections`) when cfg.decode_fusion. Under a tensor-parallel mesh the projections stay
-  apart: concatenating head-sharded weights would gather them onto every device."""
+  (`fuse_projections`) when cfg.decode_fusion (None: on a GPU backend). Under a tensor-parallel
+  mesh the projections stay apart: concatenating head-sharded weights would gather them onto every
+  device."""
   params = unstack_layers(params)
-  if not cfg.decode_fusion or _tensor_parallel():
+  fuse = cfg.decode_fusion if cfg.decode_fusion is not None else jax.default_backend() == "gpu"
+  if not fuse or _tensor_parallel():
     return params
   return {**params, "layers": tuple(fuse_projections(lp) for lp in params["layers"])}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _logits_f32(spec: str, h: jax.Array, w: jax.Array) -> jax.Array:
+  """fp32 logits `einsum(spec, h, w)` whose backward runs in h's dtype.
+
+  Autodiff of an fp32-output einsum hands its transposes an fp32 cotangent, so with bf16 compute
+  both backward GEMMs (dh, dW) of the LM head ran in fp32/TF32: 14% of a Qwen2.5-1.5B seq-4096
+  train step on an H200 (BUILD_NOTES, train profile). Rounding the logits' gradient to bf16 first,
+  as torch's autocast does, runs them as bf16 GEMMs with fp32 accumulation."""
+  return jnp.einsum(spec, h, w, preferred_element_type=jnp.float32)
+
+
+def _logits_f32_fwd(spec, h, w):
+  return _logits_f32(spec, h, w), (h, w)
+
+
+def _logits_f32_bwd(spec, res, g):
+  h, w = res
+  g = g.astype(h.dtype)
+  hs, rest = spec.split(",")
+  ws, out = rest.split("->")
+  return jnp.einsum(f"{out},{ws}->{hs}", g, w), jnp.einsum(f"{hs},{out}->{ws}", h, g)
+
+
+_logits_f32.defvjp(_logits_f32_fwd, _logits_f32_bwd)
 
 
 def lm_head(cfg: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
   """fp32 logits [..., vocab] from final hidden states."""
   dtype = h.dtype
-  if cfg.tie_embeddings:
-    out = jnp.einsum("btd,vd->btv", h, params["embed"].astype(dtype), preferred_element_type=jnp.float32)
+  spec, w = ("btd,vd->btv", params["embed"]) if cfg.tie_embeddings else ("btd,dv->btv", params["lm_head"])
+  w = w.astype(dtype)
+  if dtype == jnp.float32:
+    out = jnp.einsum(spec, h, w, preferred_element_type=jnp.float32)
   else:
-    out = jnp.einsum("btd,dv->btv", h, params["lm_head"].astype(dtype), preferred_element_type=jnp.float32)
+    out = _logits_f32(spec, h, w)
   return constrain(out, ("batch", "seq", "act_vocab"))
 
 
