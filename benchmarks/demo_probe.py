@@ -7,6 +7,14 @@ unseen worlds, greedy), one JSON line of figures.
   python benchmarks/demo_probe.py --stage fe_sft --start runs/demo-X/wm_amt_standard/hf \
       --data runs/demo-X/data/sft_full.jsonl --steps 300 --lr 1e-3
   python benchmarks/demo_probe.py --stage eval --start runs/demo-X/fe_sft_foresight/hf --search-k 1
+  python benchmarks/demo_probe.py --stage arm --variant state --start runs/demo-X/base/hf \
+      --data runs/demo-X/data/world.jsonl --sft-data runs/demo-X/data/sft_full.jsonl \
+      --compare runs/demo-X/receipts_0_wmamt_fesft.jsonl runs/demo-X/receipts_1_standard.jsonl
+
+`--stage arm` trains one more ablation arm the way the demo trains its two (`demo.train_arm`:
+WM-AMT on the demo's trajectories rendered with `--variant`, e.g. the state-only variant, then
+FE-SFT), evaluates it on the same held-out tasks, and with `--compare` prints paired bootstrap
+differences against other runs' receipts over the same tasks.
 """
 from __future__ import annotations
 
@@ -18,11 +26,15 @@ import time
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--stage", default="fc_rl", choices=["fc_rl", "fe_sft", "eval"],
+  ap.add_argument("--stage", default="fc_rl", choices=["fc_rl", "fe_sft", "eval", "arm"],
                   help="eval: no training, the held-out evaluation of --start alone")
   ap.add_argument("--start", required=True, help="fc_rl: an FE-SFT export (a demo's fe_sft_foresight/hf); "
                                                  "fe_sft: a WM-AMT export (wm_amt_<arm>/hf)")
   ap.add_argument("--data", default="", help="fe_sft: the FE-SFT trajectories (a demo's data/sft_full.jsonl)")
+  ap.add_argument("--variant", default="state", choices=["none", "state", "full"],
+                  help="arm: how the WM-AMT trajectories render their foresight blocks")
+  ap.add_argument("--sft-data", default="", help="arm: the FE-SFT trajectories (a demo's data/sft_full.jsonl)")
+  ap.add_argument("--compare", nargs="*", default=[], help="receipts of other runs on the same held-out tasks")
   ap.add_argument("--reward", default="fc", choices=["fc", "outcome"])
   ap.add_argument("--steps", type=int, default=10)
   ap.add_argument("--lr", type=float, default=2e-4)
@@ -44,6 +56,13 @@ def main():
             "train.steps": args.steps, "train.checkpoint_every": args.steps, "train.progress": False, "mesh.data": 1}
   if args.stage == "eval":
     hf = args.start
+  elif args.stage == "arm":  # --data: the demo's raw trajectories (data/world.jsonl)
+    from foresight_jax import cli
+    os.makedirs(out, exist_ok=True)
+    wm_data = os.path.join(out, f"wm_{args.variant}.jsonl")
+    cli.main(["augment", args.data, "--out", wm_data, "--variant", args.variant, "--horizon", str(size.horizon)])
+    hf, _ = demo.train_arm(out, size, f"variant={args.variant}", args.variant, args.variant, args.start,
+                           wm_data, args.sft_data)
   elif args.stage == "fe_sft":  # the demo's FE-SFT keys (demo.run)
     hf = demo._train("fe_sft", "tiny", **common, **{
         "data.seq_len": size.seq_len, "data.batch_size": size.batch, "data.slip_rate": size.slip_rate,
@@ -60,6 +79,12 @@ def main():
   _, _, m = demo.evaluate_model(hf, tasks, tool_fn, size,
                                 os.path.join(out, "receipts.jsonl"), "probe")
   d = m.to_dict()
+  from foresight_jax.evals import bootstrap, metrics
+  mine = metrics.receipt_figures(os.path.join(out, "receipts.jsonl"))
+  for other in args.compare:
+    diff = bootstrap.paired_differences(mine, metrics.receipt_figures(other))
+    print(json.dumps({"probe_minus": other, **{k: v and [round(x, 4) for x in v] + [bootstrap.separated(v)]
+                                                for k, v in diff.items()}}))
   print(json.dumps({"stage": args.stage, "reward": args.reward, "steps": args.steps, "lr": args.lr,
                     "search_k": size.search_k,
                     "train_s": round(t1 - t0),

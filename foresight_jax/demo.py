@@ -143,6 +143,32 @@ def _train(name: str, size_name: str, **overrides) -> str:
   return out["export_dir"]
 
 
+def train_arm(out_dir: str, size: DemoSize, arm: str, tag: str, variant: str, init: str, wm_data: str,
+              sft_data: str) -> tuple[str, str]:
+  """One arm of the ablation: WM-AMT on `wm_data` (trajectories rendered with `variant`) from
+  `init`, then FE-SFT on `sft_data`. Returns (the FE-SFT export, the FE-SFT workdir)."""
+  import jax
+  stage_size = "tiny" if size.model is not None else size.name
+  # one data-parallel mesh over every device when the rows split evenly over them, else one device
+  common = {"mesh.data": -1 if size.batch % jax.device_count() == 0 else 1, "train.progress": True,
+            "data.seq_len": size.seq_len, "data.batch_size": size.batch, "data.slip_rate": size.slip_rate,
+            "data.synthetic": 0, "data.augment": False,
+            **({"train.compute_dtype": size.compute_dtype} if size.compute_dtype else {})}
+  _banner(f"3. WM-AMT [{arm}] on variant={variant}")
+  wm = _train("wm_amt", stage_size, **common, **{
+      "workdir": os.path.join(out_dir, f"wm_amt_{tag}"), "data.paths": wm_data,
+      "data.variant": variant, "model.init_from": init, "data.tokenizer": "",
+      "optim.learning_rate": size.wm_lr, "optim.warmup_steps": 10, "train.steps": size.wm_steps,
+      "train.checkpoint_every": size.wm_steps})
+  _banner(f"4. FE-SFT [{arm}]")
+  sft_dir = os.path.join(out_dir, f"fe_sft_{tag}")
+  hf = _train("fe_sft", stage_size, **common, **{
+      "workdir": sft_dir, "model.init_from": wm, "data.paths": sft_data, "data.eval_fraction": 0.1,
+      "optim.learning_rate": size.sft_lr, "optim.warmup_steps": 10, "train.steps": size.sft_steps,
+      "train.eval_every": size.sft_steps, "train.checkpoint_every": size.sft_steps})
+  return hf, sft_dir
+
+
 def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl: bool = True) -> dict:
   from foresight_jax import cli
   from foresight_jax.evals import bootstrap, report
@@ -170,14 +196,8 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
   cli.main(["augment", sft_world, "--out", sft_data, "--variant", "full", "--horizon", str(size.horizon)])
 
   import jax
-  # one data-parallel mesh over every device when the rows split evenly over them, else one device
-  mesh = {"mesh.data": -1 if size.batch % jax.device_count() == 0 else 1}
   scratch = size.model is not None
   model_keys = {f"model.config.{k}": v for k, v in (size.model or {}).items()}
-  common = {**mesh, "train.progress": True, "data.seq_len": size.seq_len, "data.batch_size": size.batch,
-            "data.slip_rate": size.slip_rate,
-            "data.synthetic": 0, "data.augment": False, **({"train.compute_dtype": size.compute_dtype}
-                                                         if size.compute_dtype else {})}
   stage_size = "tiny" if scratch else size.name
   init = size.init_from
   if scratch and size.base_worlds:
@@ -193,18 +213,8 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
   runs, units, hf_dirs = {}, {}, {}
   for arm, variant in ARMS.items():
     tag = "foresight" if variant == "full" else "standard"
-    _banner(f"3. WM-AMT [{arm}] on variant={variant}")
-    wm = _train("wm_amt", stage_size, **common, **{
-        "workdir": os.path.join(out_dir, f"wm_amt_{tag}"), "data.paths": os.path.join(data, f"wm_{variant}.jsonl"),
-        "data.variant": variant, "model.init_from": init, "data.tokenizer": "",
-        "optim.learning_rate": size.wm_lr, "optim.warmup_steps": 10, "train.steps": size.wm_steps,
-        "train.checkpoint_every": size.wm_steps})
-    _banner(f"4. FE-SFT [{arm}]")
-    sft_dir = os.path.join(out_dir, f"fe_sft_{tag}")
-    hf_dirs[arm] = _train("fe_sft", stage_size, **common, **{
-        "workdir": sft_dir, "model.init_from": wm, "data.paths": sft_data, "data.eval_fraction": 0.1,
-        "optim.learning_rate": size.sft_lr, "optim.warmup_steps": 10, "train.steps": size.sft_steps,
-        "train.eval_every": size.sft_steps, "train.checkpoint_every": size.sft_steps})
+    hf_dirs[arm], sft_dir = train_arm(out_dir, size, arm, tag, variant, init,
+                                      os.path.join(data, f"wm_{variant}.jsonl"), sft_data)
     runs[arm] = {"held_out_loss": _last_eval_loss(sft_dir)}
     if arm == "WM-AMT+FE-SFT":
       runs[arm]["untrained_held_out_loss"] = untrained_held_out_loss(sft_dir)
