@@ -50,7 +50,8 @@ def main():
   size = SIZES["cpu"]
   if args.search_k is not None:
     size = dataclasses.replace(size, search_k=args.search_k)
-  out = os.path.join(args.out, f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}")
+  out = os.path.join(args.out, f"arm_{args.variant}" if args.stage == "arm"
+                     else f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}")
   t0 = time.perf_counter()
   common = {"workdir": out, "model.init_from": args.start, "optim.learning_rate": args.lr,
             "train.steps": args.steps, "train.checkpoint_every": args.steps, "train.progress": False, "mesh.data": 1}

@@ -66,14 +66,8 @@ def main():
     loss, _ = losses.masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     return loss, {"loss": loss}
 
-  def budget_loss(params, batch):  # the trainer's loss with another logits budget per chunk
-    h, _ = transformer.hidden_states(cfg, params, batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
-    chunk = losses.logits_chunk(args.batch, args.seq, cfg.vocab_size, int(args.loss_chunk_gib * 2 ** 30))
-    loss, _ = losses.lm_head_cross_entropy(cfg, params, h, batch["targets"], batch["loss_mask"], chunk=chunk)
-    return loss, {"loss": loss}
-
-  loss_fn = (plain_loss if args.plain_loss else budget_loss if args.loss_chunk_gib
-             else functools.partial(losses.causal_lm_loss, cfg))
+  budget = int(args.loss_chunk_gib * 2 ** 30) if args.loss_chunk_gib else losses.LOGITS_CHUNK_BYTES
+  loss_fn = plain_loss if args.plain_loss else functools.partial(losses.causal_lm_loss, cfg, logits_budget=budget)
   grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
 
   def ours():

@@ -145,12 +145,18 @@ def _train(name: str, size_name: str, **overrides) -> str:
   return out["export_dir"]
 
 
+def _stage_size(size: DemoSize) -> str:
+  """The stage config size the demo's stages start from: `tiny` overridden by a from-scratch model,
+  else the size's own (e.g. smollm2_135m, which loads its checkpoint)."""
+  return "tiny" if size.model is not None else size.name
+
+
 def train_arm(out_dir: str, size: DemoSize, arm: str, tag: str, variant: str, init: str, wm_data: str,
               sft_data: str) -> tuple[str, str]:
   """One arm of the ablation: WM-AMT on `wm_data` (trajectories rendered with `variant`) from
   `init`, then FE-SFT on `sft_data`. Returns (the FE-SFT export, the FE-SFT workdir)."""
   import jax
-  stage_size = "tiny" if size.model is not None else size.name
+  stage_size = _stage_size(size)
   # one data-parallel mesh over every device when the rows split evenly over them, else one device
   common = {"mesh.data": -1 if size.batch % jax.device_count() == 0 else 1, "train.progress": True,
             "data.seq_len": size.seq_len, "data.batch_size": size.batch, "data.slip_rate": size.slip_rate,
@@ -200,7 +206,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
   import jax
   scratch = size.model is not None
   model_keys = {f"model.config.{k}": v for k, v in (size.model or {}).items()}
-  stage_size = "tiny" if scratch else size.name
+  stage_size = _stage_size(size)
   init = size.init_from
   if scratch and size.base_worlds:
     _banner(f"2. base LM: {size.base_steps} steps on the documents of {size.base_worlds} worlds (shared by both arms)")

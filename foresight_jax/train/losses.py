@@ -67,10 +67,14 @@ def lm_head_cross_entropy(cfg: ModelConfig, params, h: jax.Array, targets: jax.A
   return total / n, n
 
 
-def causal_lm_loss(cfg: ModelConfig, params, batch: dict) -> tuple[jax.Array, dict]:
-  """batch: inputs/targets/loss_mask [B,T] and optional positions/segment_ids (packed rows)."""
+def causal_lm_loss(cfg: ModelConfig, params, batch: dict,
+                   logits_budget: int = LOGITS_CHUNK_BYTES) -> tuple[jax.Array, dict]:
+  """batch: inputs/targets/loss_mask [B,T] and optional positions/segment_ids (packed rows).
+  `logits_budget`: fp32 logits bytes per loss chunk (`logits_chunk`; benchmarks sweep it)."""
   h, _ = transformer.hidden_states(cfg, params, batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
-  loss, n = lm_head_cross_entropy(cfg, params, h, batch["targets"], batch["loss_mask"])
+  b, t = batch["targets"].shape
+  loss, n = lm_head_cross_entropy(cfg, params, h, batch["targets"], batch["loss_mask"],
+                                  chunk=logits_chunk(b, t, cfg.vocab_size, logits_budget))
   return loss, {"loss": loss, "tokens": n}
 
 
