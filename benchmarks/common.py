@@ -115,11 +115,12 @@ def busy_ns(kernels) -> float:
       end = e
   return total
 
+
 def kernel_profile(fn, reps: int, steps: int, top: int = 12) -> dict:
   """Trace `reps` calls of `fn` with `jax.profiler` and split the GPU's time per step (`steps` in
   all the calls): kernel count, kernel time, busy time (union of kernel intervals) against the
-  traced span, and the `top` kernel kinds by time; `wall_s_per_call` is timed under the trace. Without GPU stream lines in the trace (CPU) it
-  names what the trace holds instead."""
+  traced span, and the `top` kernel kinds by time; `wall_s_per_call` is timed under the trace.
+  Without GPU stream lines in the trace (CPU) it names what the trace holds instead."""
   trace_dir = tempfile.mkdtemp(prefix="trace_")
   with jax.profiler.trace(trace_dir):
     t0 = time.perf_counter()

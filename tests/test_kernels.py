@@ -155,4 +155,3 @@ def test_chunked_lm_loss_and_grads_equal_plain(tie):
   # the chunk never holds more than its budget: 8 positions of 2 rows
   assert losses.logits_chunk(2, 64, cfg.vocab_size, budget=2 * 8 * cfg.vocab_size * 4) == 8
   assert losses.logits_chunk(4, 4096, 151_936) == 512  # Qwen2.5 at seq 4096, batch 4: 8 chunks of 1.2 GB
-
