@@ -80,6 +80,32 @@ def test_clipping_and_weight_decay_are_applied():
   np.testing.assert_allclose(u["norm"], [-1.0, -1.0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("clip_norm", [1.0, None])
+def test_fused_optimizer_matches_the_optax_chain(clip_norm):
+  """make_optimizer's one-pass AdamW against optax.chain(clip_by_global_norm, adamw(mask)) on the
+  tiny model's params: same state tree, and params and state within fp32 rounding over 6 steps
+  whose gradients alternate between clipped (norm ~100) and unclipped (norm ~0.03)."""
+  ocfg = optim.OptimConfig(learning_rate=1e-2, warmup_steps=2, total_steps=8, clip_norm=clip_norm)
+  schedule = optim.make_schedule(ocfg)
+  fused, ref = optim.make_optimizer(ocfg)[0], optim.reference_clip_adamw(schedule, ocfg)
+  params = params_lib.init_params(presets.model_config("tiny"), jax.random.key(0))
+  s_fused, s_ref = fused.init(params), ref.init(params)
+  assert jax.tree.structure(s_fused) == jax.tree.structure(s_ref)
+  p_fused = p_ref = params
+  rng = np.random.default_rng(0)
+  for i in range(6):
+    g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * (1.0 if i % 2 else 1e-4), x.dtype), params)
+    u, s_fused = jax.jit(fused.update)(g, s_fused, p_fused)
+    p_fused = optax.apply_updates(p_fused, u)
+    u, s_ref = jax.jit(ref.update)(g, s_ref, p_ref)
+    p_ref = optax.apply_updates(p_ref, u)
+  assert float(optax.global_norm(g)) > 10  # the last step was clipped (when clipping is on)
+  for a, b in zip(jax.tree.leaves((p_fused, s_fused)), jax.tree.leaves((p_ref, s_ref))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-7)
+  moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p_fused), jax.tree.leaves(params)))
+  assert moved > 1e-3  # the comparison is not between two unchanged trees
+
+
 # ----------------------------------------------------------------------------------------- state
 def test_state_shardings_follow_logical_rules():
   mesh = sharding.make_mesh(2, 2, 2)

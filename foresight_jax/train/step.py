@@ -157,17 +157,24 @@ def apply_update(tx: optax.GradientTransformation, schedule: optax.Schedule, sta
   non-finite guard, step/rng/skipped bookkeeping. `state` is any state dataclass with step,
   params, opt_state, rng and skipped (TrainState, rl's RLState); other fields pass through.
   Returns (new state, {loss, grad_norm, learning_rate, nonfinite, skipped})."""
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)  # the optimizer's clip computes the same: XLA keeps one
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updates, new_opt = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
 
-  def keep(new, old):  # elementwise select fuses into the update: no extra pass over the state
-    return jnp.where(finite, new, old)
+  def update(params, opt_state):
+    updates, new_opt = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt
 
+  if jax.default_backend() == "cpu":
+    # a branch: XLA:CPU does not fuse a select with a scalar predicate into the update's loops, so
+    # selecting new or old state cost a pass over every leaf (`benchmarks/optim_update.py`)
+    new_params, new_opt = jax.lax.cond(finite, update, lambda p, o: (p, o), state.params, state.opt_state)
+  else:
+    # on accelerators the elementwise select fuses into the update's kernels (no extra pass over
+    # the state) and a branch would wait on the predicate between kernel launches
+    new_params, new_opt = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                       update(state.params, state.opt_state), (state.params, state.opt_state))
   skipped = state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32)
-  new_state = state.replace(step=state.step + 1, params=jax.tree.map(keep, new_params, state.params),
-                            opt_state=jax.tree.map(keep, new_opt, state.opt_state),
+  new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt,
                             rng=jax.random.key_data(rng), skipped=skipped)
   metrics = dict(
       loss=jnp.asarray(loss, jnp.float32), grad_norm=grad_norm.astype(jnp.float32),
