@@ -7,9 +7,18 @@ unseen worlds, greedy), one JSON line of figures.
   python benchmarks/demo_probe.py --stage fe_sft --start runs/demo-X/wm_amt_standard/hf \
       --data runs/demo-X/data/sft_full.jsonl --steps 300 --lr 1e-3
   python benchmarks/demo_probe.py --stage eval --start runs/demo-X/fe_sft_foresight/hf --search-k 1
+  python benchmarks/demo_probe.py --stage turns --start runs/demo-X/fe_sft_foresight/hf
   python benchmarks/demo_probe.py --stage arm --variant state --start runs/demo-X/base/hf \
       --data runs/demo-X/data/world.jsonl --sft-data runs/demo-X/data/sft_full.jsonl \
       --compare runs/demo-X/receipts_0_wmamt_fesft.jsonl runs/demo-X/receipts_1_standard.jsonl
+
+`--stage turns` trains nothing: it measures what a model can do one turn at a time. The expert's
+trajectories on the same held-out tasks (their foresight blocks built as the demo builds them) give
+the gold context before every turn; the model writes that turn greedily; each turn counts as right
+when its action (tool and argument), the value its thought reads out of the last observation
+("... is X." / "That gives X."), or the whole turn equals the expert's. With every earlier turn
+given, this separates the skills a task chains (copying the question's entity into the first
+query, reading an observation, copying a number) from the errors they compound into.
 
 `--stage arm` trains one more ablation arm the way the demo trains its two (`demo.train_arm`:
 WM-AMT on the demo's trajectories rendered with `--variant`, e.g. the state-only variant, then
@@ -26,7 +35,7 @@ import time
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--stage", default="fc_rl", choices=["fc_rl", "fe_sft", "eval", "arm"],
+  ap.add_argument("--stage", default="fc_rl", choices=["fc_rl", "fe_sft", "eval", "arm", "turns"],
                   help="eval: no training, the held-out evaluation of --start alone")
   ap.add_argument("--start", required=True, help="fc_rl: an FE-SFT export (a demo's fe_sft_foresight/hf); "
                                                  "fe_sft: a WM-AMT export (wm_amt_<arm>/hf)")
@@ -55,6 +64,9 @@ def main():
   t0 = time.perf_counter()
   common = {"workdir": out, "model.init_from": args.start, "optim.learning_rate": args.lr,
             "train.steps": args.steps, "train.checkpoint_every": args.steps, "train.progress": False, "mesh.data": 1}
+  if args.stage == "turns":
+    print(json.dumps({"stage": "turns", "start": args.start, **turn_competence(args.start, size, out)}))
+    return
   if args.stage == "eval":
     hf = args.start
   elif args.stage == "arm":  # --data: the demo's raw trajectories (data/world.jsonl)
@@ -91,6 +103,62 @@ def main():
                     "train_s": round(t1 - t0),
                     "eval_s": round(time.perf_counter() - t1),
                     **{k: d.get(k) for k in ("format_turn", "grounding", "brier", "brier_skill", "ece", "accuracy")}}))
+
+
+def turn_competence(hf: str, size, out: str) -> dict:
+  """Per-turn competence of the model at `hf` (see the module doc): counts per (domain, first or
+  later turn, expert's tool) of turns, right actions, right read-out values and right turns."""
+  import collections
+  import re
+
+  from foresight_jax import cli, demo
+  from foresight_jax.data import render
+  from foresight_jax.data.schema import Trajectory
+  from foresight_jax.evals.agent import STOP_STRINGS
+  from foresight_jax.models.checkpoint import load_pretrained
+  from foresight_jax.tokenizer import Tokenizer
+  os.makedirs(out, exist_ok=True)
+  raw, built = os.path.join(out, "expert_raw.jsonl"), os.path.join(out, "expert.jsonl")
+  # demo.held_out_tasks' generator (seed 7): the policy draw takes one random number whatever the
+  # mix, so an expert-only mix plays the very same tasks
+  cli.main(["world", "--out", raw, "-n", str(size.n_eval), "--seed", "7", "--search-k", str(size.search_k),
+            "--policies", "expert=1", "--quiet"])
+  cli.main(["augment", raw, "--out", built, "--variant", "full", "--horizon", str(size.horizon)])
+  with open(built) as f:
+    trajs = [Trajectory.from_json(json.loads(line)) for line in f]
+  contexts, gold, kinds = [], [], []
+  for tr in trajs:
+    ctx = [render.render_prompt(tr.task, "full")]
+    for i, st in enumerate(tr.steps):
+      contexts.append(list(ctx))
+      gold.append(render.render_turn(st))
+      kinds.append(f"{tr.task.domain}/{'first' if i == 0 else 'later'}/{st.action.tool}")
+      ctx.append(render.render_turn(st))
+      if st.observation is not None:
+        ctx.append(f"<information>{st.observation}</information>")
+  mcfg, params = load_pretrained(hf)
+  gen = demo.chat_generate_fn(mcfg, params, Tokenizer.load(hf), mcfg.max_position_embeddings, batch=64)
+  texts = []
+  for i in range(0, len(contexts), 64):
+    texts += [g.text for g in gen(contexts[i:i + 64], stop=STOP_STRINGS, max_new_tokens=size.max_new_tokens, seed=0)]
+
+  def action(t):
+    m = re.search(r"<(search|calc|answer)>(.*?)</\1>", t, re.S)
+    return m and (m.group(1), m.group(2).strip())
+
+  def read(t):
+    m = re.search(r"(?:is|gives) (.*?)\. ", t)
+    return m and m.group(1)
+
+  counts = collections.defaultdict(lambda: collections.Counter())
+  for kind, g, t in zip(kinds, gold, texts):
+    c = counts[kind]
+    c["turns"] += 1
+    c["action"] += action(t) == action(g)
+    c["read"] += (read(t) == read(g)) if "/later/" in kind else 0
+    c["turn"] += t.strip() == g.strip()
+  total = sum((c for c in counts.values()), collections.Counter())
+  return {"by_kind": {k: dict(v) for k, v in sorted(counts.items())}, "total": dict(total)}
 
 
 if __name__ == "__main__":
