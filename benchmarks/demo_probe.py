@@ -50,6 +50,8 @@ def main():
   ap.add_argument("--search-k", type=int, default=None,
                   help="documents per search in training and evaluation (default: the cpu demo size's)")
   ap.add_argument("--out", default="/tmp/demo_rl_probe")
+  ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                  help="fc_rl: more stage config overrides, e.g. rl.w_format=0.5 (values parsed as JSON)")
   args = ap.parse_args()
 
   import dataclasses
@@ -60,7 +62,7 @@ def main():
   if args.search_k is not None:
     size = dataclasses.replace(size, search_k=args.search_k)
   out = os.path.join(args.out, f"arm_{args.variant}" if args.stage == "arm"
-                     else f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}")
+                     else f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}" + "".join(f"_{kv}" for kv in args.set))
   t0 = time.perf_counter()
   common = {"workdir": out, "model.init_from": args.start, "optim.learning_rate": args.lr,
             "train.steps": args.steps, "train.checkpoint_every": args.steps, "train.progress": False, "mesh.data": 1}
@@ -85,7 +87,8 @@ def main():
     hf = demo._train("fc_rl", "tiny", **common, **{
         "rl.reward": args.reward, "data.tokenizer": "", "rl.prompts_per_step": size.rl_prompts,
         "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
-        "rl.tasks": 64, "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.max_prompt_tokens": 0})
+        "rl.tasks": 64, "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.max_prompt_tokens": 0,
+        **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}})
   t1 = time.perf_counter()
   os.makedirs(out, exist_ok=True)
   tasks, tool_fn = demo.held_out_tasks(size)  # the demo's held-out worlds and tasks
@@ -98,7 +101,7 @@ def main():
     diff = bootstrap.paired_differences(mine, metrics.receipt_figures(other))
     print(json.dumps({"probe_minus": other, **{k: v and [round(x, 4) for x in v] + [bootstrap.separated(v)]
                                                 for k, v in diff.items()}}))
-  print(json.dumps({"stage": args.stage, "reward": args.reward, "steps": args.steps, "lr": args.lr,
+  print(json.dumps({"stage": args.stage, "reward": args.reward, "steps": args.steps, "lr": args.lr, "set": args.set,
                     "search_k": size.search_k,
                     "train_s": round(t1 - t0),
                     "eval_s": round(time.perf_counter() - t1),

@@ -145,6 +145,11 @@ def _train(name: str, size_name: str, **overrides) -> str:
   return out["export_dir"]
 
 
+def _train_keys(size: DemoSize) -> dict:
+  """The `train.*` overrides a size sets for every stage it trains (compute dtype, remat)."""
+  return {f"train.{k}": v for k, v in (("compute_dtype", size.compute_dtype), ("remat", size.remat)) if v}
+
+
 def _stage_size(size: DemoSize) -> str:
   """The stage config size the demo's stages start from: `tiny` overridden by a from-scratch model,
   else the size's own (e.g. smollm2_135m, which loads its checkpoint)."""
@@ -161,7 +166,7 @@ def train_arm(out_dir: str, size: DemoSize, arm: str, tag: str, variant: str, in
   common = {"mesh.data": -1 if size.batch % jax.device_count() == 0 else 1, "train.progress": True,
             "data.seq_len": size.seq_len, "data.batch_size": size.batch, "data.slip_rate": size.slip_rate,
             "data.synthetic": 0, "data.augment": False,
-            **({"train.compute_dtype": size.compute_dtype} if size.compute_dtype else {})}
+            **_train_keys(size)}
   _banner(f"3. WM-AMT [{arm}] on variant={variant}")
   wm = _train("wm_amt", stage_size, **common, **{
       "workdir": os.path.join(out_dir, f"wm_amt_{tag}"), "data.paths": wm_data,
@@ -224,7 +229,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
   if scratch and size.base_worlds:
     _banner(f"2. base LM: {size.base_steps} steps on the documents of {size.base_worlds} worlds (shared by both arms)")
     base_mesh = {"mesh.data": -1 if size.base_batch % jax.device_count() == 0 else 1}
-    init = _train("pretrain", "tiny", **model_keys, **base_mesh, **{
+    init = _train("pretrain", "tiny", **model_keys, **base_mesh, **_train_keys(size), **{
         "workdir": os.path.join(out_dir, "base"), "data.documents": size.base_worlds, "data.seed": 100,
         "data.vocab_size": size.vocab_size, "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
         "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,

@@ -13,7 +13,8 @@ TOY = DemoSize("toy", dict(hidden_size=32, intermediate_size=64, num_layers=2, n
                            head_dim=16, max_position_embeddings=1024), vocab_size=512, n_worlds=8, n_train=48,
                n_sft=40, base_worlds=2, base_steps=4, base_seq=128, base_batch=4, seq_len=512, batch=4,
                wm_steps=12, sft_steps=12, n_eval=6, max_new_tokens=24, max_turns=2, rl_steps=1, rl_prompts=2,
-               rl_group=2, rl_turns=2, rl_turn_tokens=16, minutes_at_reference=1.0, fixed_minutes=0.0)
+               rl_group=2, rl_turns=2, rl_turn_tokens=16, minutes_at_reference=1.0, fixed_minutes=0.0,
+               remat="full")  # as the cpu size: every LM stage trains with full rematerialisation
 # A stated margin: after 12 FE-SFT steps (and the base and WM-AMT before them) the held-out loss
 # is at least this many nats below a random model's (measured: 0.69 below 6.24).
 LOSS_MARGIN = 0.5
@@ -64,6 +65,8 @@ def test_demo_writes_its_run_directory(demo_run):
   for reward in ("fc", "outcome"):
     assert os.path.isfile(out / f"fc_rl_{reward}" / "hf" / "model.safetensors")
   assert os.path.isfile(out / "base" / "hf" / "config.json")
+  for stage in ("base", "wm_amt_foresight", "fe_sft_standard"):  # the size's train keys reached each stage
+    assert json.load(open(out / stage / "stage_config.json"))["train"]["remat"] == "full", stage
   timing = json.load(open(out / "timing.json"))
   assert timing["seconds"] > 0 and timing["size"] == "toy"
   # the offline audit report: every run in it, figures embedded, nothing fetched from elsewhere
