@@ -120,12 +120,16 @@ def turn_competence(hf: str, size, out: str) -> dict:
   from foresight_jax.evals.agent import STOP_STRINGS
   from foresight_jax.models.checkpoint import load_pretrained
   from foresight_jax.tokenizer import Tokenizer
+  import dataclasses
+
+  from foresight_jax.data.generate import generate
   os.makedirs(out, exist_ok=True)
   raw, built = os.path.join(out, "expert_raw.jsonl"), os.path.join(out, "expert.jsonl")
-  # demo.held_out_tasks' generator (seed 7): the policy draw takes one random number whatever the
-  # mix, so an expert-only mix plays the very same tasks
-  cli.main(["world", "--out", raw, "-n", str(size.n_eval), "--seed", "7", "--search-k", str(size.search_k),
-            "--policies", "expert=1", "--quiet"])
+  # the demo's held-out generator played by the expert alone: its policy draw takes one random
+  # number whatever the mix, so these are the very tasks the demo evaluates on
+  with open(raw, "w") as f:
+    for tr in generate(dataclasses.replace(demo.held_out_config(size), policies={"expert": 1.0}), size.n_eval):
+      f.write(json.dumps(tr.to_json()) + "\n")
   cli.main(["augment", raw, "--out", built, "--variant", "full", "--horizon", str(size.horizon)])
   with open(built) as f:
     trajs = [Trajectory.from_json(json.loads(line)) for line in f]

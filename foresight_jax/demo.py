@@ -127,13 +127,19 @@ def evaluate_model(hf: str, tasks, tool_fn, size: DemoSize, receipts: str, run: 
   return episodes, metrics.episode_figures(episodes, acfg.format_spec()), m
 
 
-def held_out_tasks(size: DemoSize):
-  """(tasks, tool_fn): the demo's held-out tasks (worlds and tasks no stage trained on: seed 7), whose
+def held_out_config(size: DemoSize):
+  """The generator of the demo's held-out tasks (worlds and tasks no stage trained on: seed 7), whose
   search returns size.search_k documents, as in training."""
-  from foresight_jax.data.generate import GenConfig, generate, make_worlds
+  from foresight_jax.data.generate import GenConfig
   from foresight_jax.data.world import WorldConfig
+  return GenConfig(seed=7, world=WorldConfig(search_k=size.search_k))
+
+
+def held_out_tasks(size: DemoSize):
+  """(tasks, tool_fn): the demo's held-out tasks and their search / calc tools."""
+  from foresight_jax.data.generate import generate, make_worlds
   from foresight_jax.evals import agent
-  cfg = GenConfig(seed=7, world=WorldConfig(search_k=size.search_k))
+  cfg = held_out_config(size)
   return [t.task for t in generate(cfg, size.n_eval)], agent.make_tool_fn(make_worlds(cfg))
 
 

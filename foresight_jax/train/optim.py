@@ -135,10 +135,10 @@ def fused_clip_adamw(schedule: optax.Schedule, ocfg: OptimConfig) -> optax.Gradi
         g = g * scale.astype(g.dtype)
       mu_new = (1 - b1) * g + b1 * mu
       nu_new = (1 - b2) * (g ** 2) + b2 * nu
-      u = (mu_new / bc1.astype(mu_new.dtype)) / (jax.numpy.sqrt(nu_new / bc2.astype(nu_new.dtype)) + eps)
+      u = (mu_new / bc1.astype(mu_new.dtype)) / (jnp.sqrt(nu_new / bc2.astype(nu_new.dtype)) + eps)
       if decay:
         u = u + wd * p
-      return jax.numpy.array(step_size, dtype=u.dtype) * u, mu_new, nu_new.astype(nu.dtype)
+      return jnp.array(step_size, dtype=u.dtype) * u, mu_new, nu_new.astype(nu.dtype)
 
     treedef = jax.tree.structure(grads)
     out = treedef.flatten_up_to(jax.tree.map(leaf, grads, adam.mu, adam.nu, params, decay_mask(params)))

@@ -157,7 +157,7 @@ def apply_update(tx: optax.GradientTransformation, schedule: optax.Schedule, sta
   non-finite guard, step/rng/skipped bookkeeping. `state` is any state dataclass with step,
   params, opt_state, rng and skipped (TrainState, rl's RLState); other fields pass through.
   Returns (new state, {loss, grad_norm, learning_rate, nonfinite, skipped})."""
-  grad_norm = optax.tree.norm(grads)  # the optimizer's clip computes the same: XLA keeps one
+  grad_norm = optax.tree.norm(grads)  # the same expression as the optimizer's clip norm: XLA may merge them
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
   def update(params, opt_state):
