@@ -33,6 +33,8 @@ def main():
   ap.add_argument("--attention", default="auto", help="attention_impl: auto|xla|cudnn|splash (models/kernels.py)")
   ap.add_argument("--plain-loss", action="store_true",
                   help="materialise the whole [B, T, vocab] fp32 logits (the pre-chunking loss) for comparison")
+  ap.add_argument("--layers", default="auto", choices=("auto", "scan", "unroll"),
+                  help="ModelConfig.scan_layers: auto (None: unrolled on GPU, scanned elsewhere), scan, unroll")
   ap.add_argument("--packed", action="store_true", help="pass segment ids (two documents per row), as the trainer does")
   ap.add_argument("--loss-chunk-gib", type=float, default=None,
                   help="fp32 logits budget of one chunk of the chunked LM-head loss (default: losses.LOGITS_CHUNK_BYTES)")
@@ -50,7 +52,7 @@ def main():
   else:
     cfg, params, hf = common.load_both(args.preset, args.weights)
   cfg = cfg.replace(compute_dtype=args.dtype, remat_policy=args.remat, attention_impl=args.attention,
-                    param_dtype=args.param_dtype)
+                    param_dtype=args.param_dtype, scan_layers={"auto": None, "scan": True, "unroll": False}[args.layers])
   params = jax.tree.map(lambda a: a.astype(args.param_dtype), params)
   tokens = rng.integers(0, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
   batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
@@ -82,7 +84,7 @@ def main():
          "batch": args.batch, "dtype": args.dtype, "param_dtype": args.param_dtype, "ours_tokens_per_s": ntok / t_ours,
          "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
          "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
-         "remat": args.remat, "plain_loss": args.plain_loss, "packed": args.packed,
+         "remat": args.remat, "scan_layers": cfg.scanned, "plain_loss": args.plain_loss, "packed": args.packed,
          "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": __import__("os").environ.get("XLA_FLAGS"),
          "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}
   if args.profile:

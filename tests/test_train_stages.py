@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from foresight_jax import cli, configs
-from foresight_jax.train import cli_train, loop, stages, stages_config, stages_data
+from foresight_jax.train import cli_train, loop, losses, stages, stages_config, stages_data
 from foresight_jax.train.stages_config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,6 +180,16 @@ def test_memory_check_names_batch(no_compute):
   assert stages.estimate_memory(mcfg, cfg, (8, 1, 1))["activations"] < base["activations"]
   cfg.train.remat, cfg.data.batch_size = "", 16
   assert stages.estimate_memory(mcfg, cfg, (8, 1, 1))["activations"] == pytest.approx(2 * base["activations"])
+  # a fused attention kernel keeps no [rows, heads, T, T] scores: only the XLA path's estimate
+  # grows with T^2 (the T^2 term alone made a Youtu-2B seq-4096 batch that fits on an H200 "not fit")
+  cfg.data.batch_size, cfg.data.seq_len = 8, 2048
+  xla = stages.estimate_memory(mcfg, cfg, (8, 1, 1))["activations"]
+  fused = stages.estimate_memory(mcfg.replace(attention_impl="splash"), cfg, (8, 1, 1))["activations"]
+  h, layers_, tokens = mcfg.num_heads, mcfg.num_layers, 2048  # one row per device
+  assert xla - fused == pytest.approx(tokens * layers_ * (8 * h * 2048 - 4 * h))
+  # the loss holds at most one chunk of fp32 logits (and their gradient), not all of them
+  cfg.data.seq_len, mcfg_big = 1 << 16, mcfg.replace(vocab_size=1 << 17)
+  assert stages.estimate_memory(mcfg_big, cfg, (8, 1, 1))["logits"] == 3 * losses.LOGITS_CHUNK_BYTES
 
 
 def test_dry_run_plan(capsys, tmp_path, no_compute):

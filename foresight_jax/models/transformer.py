@@ -98,13 +98,13 @@ def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array, positions
     return (x, cache), None
 
   if cfg.remat_policy != "none":
-    body = jax.checkpoint(body, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+    body = jax.checkpoint(body, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scanned)
   layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
   if isinstance(params["layers"], (list, tuple)):
     # already one pytree per layer (see `unstack_layers`): no per-step slicing of stacked weights
     for i, lp in enumerate(params["layers"]):
       (x, cache), _ = body((x, cache), (lp, i))
-  elif cfg.scan_layers:
+  elif cfg.scanned:
     (x, cache), _ = jax.lax.scan(body, (x, cache), (params["layers"], layer_ids))
   else:
     for i in range(cfg.num_layers):

@@ -27,8 +27,9 @@ from typing import Any
 import jax
 import ml_collections
 
+from foresight_jax.models import kernels
 from foresight_jax.models.config import ModelConfig, param_count
-from foresight_jax.train import loop, optim, stages_config, stages_data
+from foresight_jax.train import losses, loop, optim, stages_config, stages_data
 from foresight_jax.train.stages_config import ConfigError
 
 HEADROOM = 0.9  # XLA needs workspace beyond what the estimate counts
@@ -144,9 +145,10 @@ def check_batch(cfg, mesh: tuple[int, int, int]) -> None:
 
 def estimate_memory(mcfg: ModelConfig, cfg, mesh: tuple[int, int, int]) -> dict[str, float]:
   """Bytes per device, roughly: params, Adam mu/nu, gradients (+ the accumulation buffer),
-  activations kept for the backward pass (per layer: residual, norms, q/k/v/o, MLP, and the
-  fp32 attention scores + probabilities, which materialise [rows, heads, T, T]), and the fp32
-  logits with their softmax gradient."""
+  activations kept for the backward pass (per layer: residual, norms, q/k/v/o, MLP, and, on the
+  XLA attention path, the fp32 scores + probabilities, which materialise [rows, heads, T, T]; the
+  fused kernels keep [rows, heads, T] softmax statistics), and the fp32 logits with their softmax
+  gradient, at most one loss chunk of them (`losses.LOGITS_CHUNK_BYTES`)."""
   data, fsdp, tensor = mesh
   n = param_count(mcfg)
   pb = jax.numpy.dtype(mcfg.param_dtype).itemsize
@@ -157,7 +159,9 @@ def estimate_memory(mcfg: ModelConfig, cfg, mesh: tuple[int, int, int]) -> dict[
   tokens = rows * T
   D, F, L, H = mcfg.hidden_size, mcfg.intermediate_size, mcfg.num_layers, mcfg.num_heads
   qkv = H * (mcfg.qk_head_dim + (mcfg.v_head_dim or mcfg.head_dim)) + 2 * mcfg.num_kv_heads * mcfg.head_dim
-  layer = cb * (6 * D + (3 * F + 2 * qkv) / tensor) + 4 * 2 * H / tensor * T  # per token
+  fused = kernels.resolve(mcfg.attention_impl, cfg.train.compute_dtype or mcfg.compute_dtype) != "xla"
+  scores = 4 * H / tensor if fused else 4 * 2 * H / tensor * T
+  layer = cb * (6 * D + (3 * F + 2 * qkv) / tensor) + scores  # per token
   remat = cfg.train.remat or mcfg.remat_policy
   if remat == "full":  # only layer inputs are kept; one layer is rebuilt at a time
     acts = tokens * (L * cb * D + layer)
@@ -167,7 +171,7 @@ def estimate_memory(mcfg: ModelConfig, cfg, mesh: tuple[int, int, int]) -> dict[
     acts = tokens * L * layer
   out = {"params": n * pb / shard, "optimizer": 2 * n * pb / shard,
          "gradients": n * pb / shard * (2 if cfg.train.grad_accum > 1 else 1),
-         "activations": acts, "logits": tokens * mcfg.vocab_size / tensor * 4 * 3}
+         "activations": acts, "logits": 3 * min(tokens * mcfg.vocab_size / tensor * 4, losses.LOGITS_CHUNK_BYTES)}
   out["total"] = sum(out.values())
   out["rows_per_device"], out["seq_len"] = rows, T
   return out

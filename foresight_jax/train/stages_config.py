@@ -89,7 +89,9 @@ def base(stage: str, preset: str = "tiny") -> ml_collections.ConfigDict:
       steps=1000, checkpoint_every=100, keep=3, eval_every=0, eval_batches=4, grad_accum=1,
       compute_dtype="", remat="", seed=0, export_hf=True, async_checkpoint=True, progress=True,
       # forward and backward on a compute-dtype copy of the fp32 master params (bf16 weight reads
-      # and gradients; the optimizer keeps fp32): measured 4-6% faster on an H100, BUILD_NOTES
+      # and gradients; the optimizer keeps fp32): the model step alone 4-6% faster on an H100, the
+      # full trainer at Youtu-2B shape on an H200 0.8% (scanned layers) and 45% SLOWER with
+      # unrolled layers (the GPU default), BUILD_NOTES: leave it off on a GPU
       cast_params=False,
       tensorboard=True, max_nonfinite_in_row=5,
       peak_flops=0.0,  # per-device FLOP/s for MFU; 0 = vendor table / measured
