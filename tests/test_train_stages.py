@@ -193,8 +193,10 @@ def test_memory_check_names_batch(no_compute):
 
 
 def test_dry_run_plan(capsys, tmp_path, no_compute):
+  # the optional model fields (None = per backend) stay overridable from the command line
   rc, out, err = _main(capsys, "--config", WM + ":tiny", f"--config.workdir={tmp_path / 'w'}", "--dry_run",
-                       "--config.mesh.data=2", "--config.mesh.fsdp=-1")
+                       "--config.mesh.data=2", "--config.mesh.fsdp=-1", "--config.model.config.scan_layers=false",
+                       "--config.model.config.decode_fusion=true")
   assert rc == 0, err
   plan = json.loads(out.strip().splitlines()[-1])
   assert plan["dry_run"] and plan["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and plan["params"] > 0

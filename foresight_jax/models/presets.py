@@ -1,10 +1,11 @@
 """ml-collections presets: one constructor per model size (figures from the public HF configs).
 
-`get(name)` returns a `ConfigDict` a user can edit (e.g. from `--config.model.scan_layers=False`);
+`get(name)` returns a `ConfigDict` a user can edit (e.g. from `--config.model.config.scan_layers=False`);
 `model_config(name_or_dict)` turns it into the hashable `ModelConfig` the model functions take.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import ml_collections
@@ -12,11 +13,20 @@ import ml_collections
 from foresight_jax.models.config import ModelConfig
 
 
+# Optional fields whose None means "decide per backend" or "absent": a typed placeholder keeps them
+# overridable from the command line (`--config.model.config.scan_layers=false`), which a bare None
+# is not in ml_collections
+_OPTIONAL_TYPES = {"bool | None": bool, "int | None": int}
+
+
 def _cd(**kw) -> ml_collections.ConfigDict:
   base = ModelConfig(**{k: kw[k] for k in ("family", "vocab_size", "hidden_size", "intermediate_size",
                                             "num_layers", "num_heads", "num_kv_heads", "head_dim")})
   d = base.to_dict()
   d.update(kw)
+  for f in dataclasses.fields(ModelConfig):
+    if d[f.name] is None and f.type in _OPTIONAL_TYPES:
+      d[f.name] = ml_collections.config_dict.placeholder(_OPTIONAL_TYPES[f.type])
   return ml_collections.ConfigDict(d)
 
 
