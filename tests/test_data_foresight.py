@@ -5,7 +5,7 @@ import pytest
 
 from foresight_jax.data.calibration import brier, calibration_report, ece
 from foresight_jax.data.foresight import (ForesightConfig, SuccessEstimator, block_pairs,
-                                          build_blocks, build_dataset, rollout_lines)
+                                          build_blocks, build_dataset, forecast_noise_lines, rollout_lines)
 from foresight_jax.data.generate import GenConfig, generate, make_worlds
 from foresight_jax.data.render import (check_format, parse_response, parse_turn, render_segments,
                                        render_text, response_text, split_response)
@@ -72,6 +72,44 @@ def test_salient_sentence_carries_the_hop_fact(data):
       assert path[t] in expect and path[t + 1] in expect, (expect, path[t:t + 2])
       checked += 1
   assert checked > 50
+
+
+def test_forecast_noise_replaces_only_what_the_context_has_not_shown(data):
+  """forecast_noise=1: every search step's expectation names another entity of the same kind in
+  place of each one not yet seen (the question and earlier observations are seen), every calc step
+  a nearby wrong value; answers and seen entities stay; 0 changes nothing; seeded."""
+  trajs, worlds, _ = data
+  by_seed = {w.seed: w for w in worlds}
+  cfg1, cfg0 = ForesightConfig(rollout_horizon=1, forecast_noise=1.0), ForesightConfig(rollout_horizon=1)
+  changed = kept_seen = calc_changed = 0
+  for tr in trajs[:120]:
+    world = by_seed.get(tr.task.meta.get("world_seed")) if tr.task.domain == "search" else None
+    for t in range(len(tr.steps)):
+      lines = rollout_lines(tr, t, 1)
+      assert forecast_noise_lines(lines, tr, t, cfg0, world) == lines
+      out = forecast_noise_lines(lines, tr, t, cfg1, world)
+      assert out == forecast_noise_lines(lines, tr, t, cfg1, world)  # deterministic
+      head, _, sal = lines[0].partition(" -> ")
+      new_head, _, new_sal = out[0].partition(" -> ")
+      assert new_head == head
+      if head.startswith("answer"):
+        assert out == lines
+      elif head.startswith("calc"):
+        calc_changed += new_sal != sal
+      else:
+        seen = " ".join([tr.task.question] + [s.observation or "" for s in tr.steps[:t]])
+        for name in world.entities:
+          if f" {name} " in f" {sal} " and name in seen:
+            assert name in new_sal  # a fact already in the context stays as it was
+            kept_seen += 1
+        if new_sal != sal:
+          changed += 1
+          gone = [n for n in world.entities if n in sal and n not in new_sal]
+          came = [n for n in world.entities if n in new_sal and n not in sal]
+          assert gone and came and {world.entities[n].kind for n in gone} == {world.entities[n].kind for n in came}
+  assert changed > 50 and kept_seen > 20 and calc_changed > 20, (changed, kept_seen, calc_changed)
+  with pytest.raises(ValueError):
+    ForesightConfig(forecast_noise=1.5)
 
 
 def test_rollout_token_cap():

@@ -14,7 +14,8 @@ TOY = DemoSize("toy", dict(hidden_size=32, intermediate_size=64, num_layers=2, n
                n_sft=40, base_worlds=2, base_steps=4, base_seq=128, base_batch=4, seq_len=512, batch=4,
                wm_steps=12, sft_steps=12, n_eval=6, max_new_tokens=24, max_turns=2, rl_steps=1, rl_prompts=2,
                rl_group=2, rl_turns=2, rl_turn_tokens=16, minutes_at_reference=1.0, fixed_minutes=0.0,
-               remat="full")  # as the cpu size: every LM stage trains with full rematerialisation
+               remat="full",  # as the cpu size: every LM stage trains with full rematerialisation
+               hops=(1, 2))  # as the cpu size: one- and two-hop questions in every stage
 # A stated margin: after 12 FE-SFT steps (and the base and WM-AMT before them) the held-out loss
 # is at least this many nats below a random model's (measured: 0.69 below 6.24).
 LOSS_MARGIN = 0.5
@@ -74,6 +75,19 @@ def test_demo_writes_its_run_directory(demo_run):
   assert "http://" not in report and "https://" not in report and "<script" not in report.lower()
   assert "data:image/png;base64,iVBORw0KGgo" in report  # base64 of the PNG signature
   assert all(name in report for name in list(demo.ARMS) + list(demo.RL_RUNS))
+
+
+def test_demo_tasks_have_the_sizes_hop_counts(demo_run):
+  """size.hops reaches every task generator: the training trajectories, the held-out tasks, RL's."""
+  out, _ = demo_run
+  trained = [json.loads(line)["task"] for name in ("world.jsonl", "sft_world.jsonl")
+             for line in open(out / "data" / name)]
+  held_out, _ = demo.held_out_tasks(TOY)
+  hops = {t["meta"]["hops"] for t in trained if t["domain"] == "search"}
+  hops |= {t.meta["hops"] for t in held_out if t.domain == "search"}
+  assert hops == set(TOY.hops), hops
+  for reward in ("fc", "outcome"):
+    assert json.load(open(out / f"fc_rl_{reward}" / "stage_config.json"))["rl"]["hops"] == list(TOY.hops)
 
 
 @pytest.mark.slow

@@ -333,6 +333,7 @@ def _cli(capsys, *args) -> tuple[int, str]:
     ("--config.rl.tasks=2", "rl.tasks"),
     ("--config.rl.search_url=http://x", "rl.search_url"),
     ("--config.rl.search_k=0", "rl.search_k"),
+    ("--config.rl.hops=(0,2)", "rl.hops"),
     ("--config.rl.max_turnz=3", "rl.max_turnz"),
 ])
 def test_bad_rl_config_is_one_clear_error_naming_the_key(capsys, monkeypatch, override, key):

@@ -158,7 +158,8 @@ class MathEnv:
     return calc(action.arg)
 
 
-def _perturb(rng: random.Random, v: int) -> int:
+def perturb(rng: random.Random, v: int) -> int:
+  """A nearby wrong value (a slip of the kind a noisy policy or a guessed forecast makes)."""
   d = rng.choice([-10, -3, -2, -1, 1, 2, 3, 10])
   return v + d if v + d >= 0 else v + abs(d)
 
@@ -178,7 +179,7 @@ class MathPolicy:
       if got is None:  # calculator error: give up with what we have
         return self._answer(task, state, rng, "The calculation failed. ", force=True)
       if rng.random() < nz.misread:
-        got = _perturb(rng, got)
+        got = perturb(rng, got)
       state["values"].append(got)
       state["k"] += 1
       head = f"That gives {got}. "
@@ -189,13 +190,13 @@ class MathPolicy:
     if rng.random() < nz.wrong_query:
       nums = list(re.finditer(r"\d+", expr))
       m = rng.choice(nums)
-      expr = expr[:m.start()] + str(_perturb(rng, int(m.group()))) + expr[m.end():]
+      expr = expr[:m.start()] + str(perturb(rng, int(m.group()))) + expr[m.end():]
     return head + f"Next: {plan[k]['label']}.", Action("calc", expr), state
 
   def _answer(self, task, state, rng, head, force=False):
     v = state["values"][-1] if state["values"] else 0
     if not force and rng.random() < self.noise.wrong_answer:
-      v = _perturb(rng, v)
+      v = perturb(rng, v)
     return head + f"The answer is {v}.", Action("answer", f"\\boxed{{{v}}}"), state
 
 

@@ -70,8 +70,10 @@ class PromptSchedule:
 
 
 def task_gen_config(r) -> GenConfig:
-  """The RL tasks' generator: search only, over rl.n_worlds worlds whose search returns rl.search_k docs."""
-  return GenConfig(seed=r.task_seed, n_worlds=r.n_worlds, math_fraction=0.0, world=WorldConfig(search_k=r.search_k))
+  """The RL tasks' generator: search only, rl.hops-hop questions over rl.n_worlds worlds whose search
+  returns rl.search_k docs."""
+  return GenConfig(seed=r.task_seed, n_worlds=r.n_worlds, math_fraction=0.0, hops=tuple(r.hops),
+                   world=WorldConfig(search_k=r.search_k))
 
 
 def rl_config(cfg) -> rl_step.RLConfig:

@@ -62,6 +62,10 @@ def base(stage: str, preset: str = "tiny") -> ml_collections.ConfigDict:
   c.data.horizon = 3  # rollout steps per block
   c.data.rollout_max_tokens = 64
   c.data.branches = 8  # Monte-Carlo continuations per success estimate
+  # probability that a block's rollout step names a wrong entity/value the context has not shown
+  # yet (data.foresight.forecast_noise_lines): with pure hindsight (0) models copy facts from
+  # their own forecast instead of reading the observation
+  c.data.forecast_noise = 0.0
   c.data.mode = "mid_training"  # mid_training: prompt + assistant trained | sft: assistant only
   c.data.chat_format = False  # True: render with the tokenizer's chat template (FE-SFT)
   c.data.seq_len = 1024
@@ -77,6 +81,9 @@ def base(stage: str, preset: str = "tiny") -> ml_collections.ConfigDict:
   c.data.eval_fraction = 0.0  # trajectories held out (by task id hash) for train.eval_every
   c.data.read_threads = 0
   c.data.documents = 0  # pretrain: the encyclopedia documents of this many synthetic worlds
+  # pretrain: after each document, its facts restated as an agent's thought reads them out ("The
+  # mayor of X is Y."): reading a fact out of a passage is what every agent turn after a search does
+  c.data.doc_readouts = False
   # per-turn rate of slip-and-recover augmentation (a cut-off attempt + the invalid-action reply
   # before the turn, never trained on: data/render.slip_turns); 0 = off
   c.data.slip_rate = 0.0
@@ -120,6 +127,7 @@ def rl_defaults() -> ml_collections.ConfigDict:
       max_turns=4, max_turn_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
       beta=0.04, clip_eps=0.2, aggregation="token_mean",  # token_mean | sequence_mean
       tasks=256, n_worlds=32, task_seed=3,  # synthetic search tasks (world seeds task_seed*1000+w)
+      hops=(1, 2, 3, 4),  # hop counts the synthetic questions are drawn from
       search_k=3,  # documents a search returns (the tasks' WorldConfig.search_k and the device index's top-k)
       tool="device",  # device: BM25 inside the jitted step | host: jitted segments + Python tools
       search_url="",  # tool=host: a Search-R1 /retrieve server instead of the world's own search
@@ -182,6 +190,7 @@ def check_values(cfg: ml_collections.ConfigDict) -> None:
   _need(bool(cfg.workdir), "workdir", "must be set")
   _need(d.mode in MODES, "data.mode", f"{d.mode!r} not in {sorted(MODES)}")
   _need(d.variant in VARIANTS, "data.variant", f"{d.variant!r} not in {VARIANTS}")
+  _need(0.0 <= d.forecast_noise <= 1.0, "data.forecast_noise", f"must be in [0, 1], got {d.forecast_noise}")
   _need(d.packing in PACKERS, "data.packing", f"{d.packing!r} not in {sorted(PACKERS)}")
   _need(d.overlong in OVERLONG, "data.overlong", f"{d.overlong!r} not in {OVERLONG}")
   _need(d.host_sharding in HOST_SHARDING, "data.host_sharding", f"{d.host_sharding!r} not in {HOST_SHARDING}")
@@ -245,6 +254,8 @@ def check_rl(r) -> None:
   _need(r.tasks >= r.prompts_per_step, "rl.tasks", f"{r.tasks} tasks cannot fill rl.prompts_per_step="
         f"{r.prompts_per_step} prompts per step")
   _need(r.n_worlds >= 1, "rl.n_worlds", f"must be >= 1, got {r.n_worlds}")
+  _need(len(r.hops) > 0 and all(isinstance(h, int) and 1 <= h <= 6 for h in r.hops), "rl.hops",
+        f"must be hop counts in 1..6, got {r.hops}")
   _need(r.search_k >= 1, "rl.search_k", f"must be >= 1, got {r.search_k}")
   _need(r.temperature > 0, "rl.temperature", f"must be > 0 (GRPO needs different samples), got {r.temperature}")
   _need(r.beta >= 0 and r.clip_eps > 0, "rl.beta", f"beta must be >= 0 and clip_eps > 0, got {r.beta}, {r.clip_eps}")

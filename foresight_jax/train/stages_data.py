@@ -71,8 +71,8 @@ def load_trajectories(cfg) -> tuple[list[Trajectory], list[Trajectory], dict]:
     trajs.extend(generate(gcfg, d.synthetic, worlds=worlds))
     summary["synthetic"] = d.synthetic
   if d.augment:
-    fcfg = ForesightConfig(variant=d.variant, rollout_horizon=d.horizon,
-                           rollout_max_tokens=d.rollout_max_tokens, n_branches=d.branches, seed=d.seed)
+    fcfg = ForesightConfig(variant=d.variant, rollout_horizon=d.horizon, rollout_max_tokens=d.rollout_max_tokens,
+                           n_branches=d.branches, seed=d.seed, forecast_noise=d.forecast_noise)
     trajs = build_dataset(trajs, fcfg, worlds)
   train = [t for t in trajs if not _held_out(t, d.eval_fraction)]
   held = [t for t in trajs if _held_out(t, d.eval_fraction)]
@@ -91,6 +91,16 @@ def load_trajectories(cfg) -> tuple[list[Trajectory], list[Trajectory], dict]:
   return train, held, summary
 
 
+def _readouts(world, name: str) -> str:
+  """The entity's facts as the agent's thoughts state them after reading its document, in a seeded
+  order: " The mayor of X is Y. The country of X is Z." (`data.doc_readouts`)."""
+  import random
+  from foresight_jax.data.world import RELATIONS
+  facts = [f"The {RELATIONS[r].desc} of {name} is {o}." for r, o in world.entities[name].rel.items()]
+  random.Random(f"readouts:{name}").shuffle(facts)
+  return "".join(" " + f for f in facts)
+
+
 def load_documents(cfg) -> tuple[list[str], list[str], dict]:
   """(train, held-out, summary) documents of the `pretrain` stage: the encyclopedia of
   `data.documents` synthetic worlds (seeds data.seed * 1000 + w), one document per entity, in the
@@ -101,7 +111,7 @@ def load_documents(cfg) -> tuple[list[str], list[str], dict]:
   from foresight_jax.rl.device_search import passage_text
   d = cfg.data
   worlds = make_worlds(GenConfig(seed=d.seed, n_worlds=d.documents))
-  docs = [passage_text(t, x) for w in worlds for t, x in w.docs]
+  docs = [passage_text(t, x) + (_readouts(w, t) if d.doc_readouts else "") for w in worlds for t, x in w.docs]
   held_out = lambda text: d.eval_fraction > 0 and zlib.crc32(text.encode()) % 10_000 < d.eval_fraction * 10_000  # noqa: E731
   train = [x for x in docs if not held_out(x)]
   held = [x for x in docs if held_out(x)]
