@@ -193,6 +193,40 @@ def test_observation_prompt_and_pad_logprobs_do_not_enter_the_loss(aggregation):
     assert not np.array_equal(g3[gen], g[gen]), name
 
 
+def test_chunked_token_logprobs_equal_the_whole_logits():
+  """token_logprobs runs the head over sequence chunks (never [B, S, vocab] at once): the same
+  log-probs, entropies and parameter gradients as one pass over the whole logits."""
+  from foresight_jax.models import params as params_lib, presets, transformer
+  cfg = presets.model_config("tiny")
+  params = params_lib.init_params(cfg, jax.random.key(3))
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(3, cfg.vocab_size, (3, 32)), jnp.int32)
+  kind = jnp.asarray(np.where(np.arange(32)[None] < np.array([[32], [20], [9]]), KIND_GEN, KIND_PAD), jnp.int32)
+
+  def whole(params):  # the reference: all logits at once
+    seg = (kind != KIND_PAD).astype(jnp.int32)
+    logits = transformer.forward(cfg, params, tokens, None, seg)[0][:, :-1]
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    logp = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0] - logz
+    ent = logz - jnp.sum(jax.nn.softmax(logits, -1) * logits, -1)
+    valid = seg[:, 1:] > 0
+    pad = jnp.zeros_like(logp[:, :1])
+    return jnp.concatenate([pad, jnp.where(valid, logp, 0.0)], 1), jnp.concatenate([pad, jnp.where(valid, ent, 0.0)], 1)
+
+  want_lp, want_ent = whole(params)
+  for chunk in (8, None):
+    lp, ent = grpo.token_logprobs(cfg, params, tokens, kind, chunk=chunk)
+    np.testing.assert_allclose(np.asarray(lp), np.asarray(want_lp), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ent), np.asarray(want_ent), atol=1e-5)
+  weights = jnp.asarray(rng.normal(size=tokens.shape), jnp.float32)
+  g = jax.grad(lambda p: jnp.sum(grpo.token_logprobs(cfg, p, tokens, kind, chunk=8)[0] * weights))(params)
+  g_want = jax.grad(lambda p: jnp.sum(whole(p)[0] * weights))(params)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * max(1.0, float(np.abs(b).max())))
+  with pytest.raises(ValueError, match="does not divide"):
+    grpo.token_logprobs(cfg, params, tokens, kind, chunk=5)
+
+
 def test_observation_logprobs_far_from_the_reference_do_not_make_the_loss_nan():
   cfg = grpo.GRPOConfig()
   logp, old, ref, adv, kind = _loss_inputs(0)

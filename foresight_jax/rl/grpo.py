@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from foresight_jax.models import transformer
 from foresight_jax.models.config import ModelConfig
 from foresight_jax.rl.layout import KIND_GEN, KIND_PAD
+from foresight_jax.train import losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,16 +48,35 @@ def group_advantages(rewards: jax.Array, group_size: int, eps: float = 1e-4) -> 
 
 
 # ------------------------------------------------------------------------------ log-probs
-def token_logprobs(cfg: ModelConfig, params, tokens: jax.Array, kind: jax.Array) -> tuple[jax.Array, jax.Array]:
+def token_logprobs(cfg: ModelConfig, params, tokens: jax.Array, kind: jax.Array,
+                   chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
   """(log p of each token given its prefix, entropy of the distribution that predicted it), both
-  [B, S] fp32, 0 at s = 0 and at padding. One forward over the compacted rows."""
+  [B, S] fp32, 0 at s = 0 and at padding. One forward over the compacted rows.
+
+  The head runs over sequence chunks (`losses.logits_chunk`'s budget, or `chunk` positions) in a
+  rematerialised scan, as the LM loss does: [B, S, vocab] fp32 logits never exist at once. At
+  SmolLM2's vocab of 49,152 they would be 3 GB for 16 rows of 1,000 tokens (the host was killed
+  for memory at that size), and ~90 GB at the smollm2_135m config's 160 rows of ~3,000."""
   seg = (kind != KIND_PAD).astype(jnp.int32)
-  logits, _ = transformer.forward(cfg, params, tokens, None, seg)
-  logz = jax.nn.logsumexp(logits[:, :-1], axis=-1)
-  gold = jnp.take_along_axis(logits[:, :-1], tokens[:, 1:, None], axis=-1)[..., 0]
-  logp = gold - logz
-  probs = jax.nn.softmax(logits[:, :-1], axis=-1)
-  entropy = logz - jnp.sum(probs * logits[:, :-1], axis=-1)
+  h, _ = transformer.hidden_states(cfg, params, tokens, None, seg)
+  b, s = tokens.shape
+  # position s predicts token s + 1; the last position's prediction is dropped below
+  targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
+  c = chunk or losses.logits_chunk(b, s, cfg.vocab_size)
+  if s % c:
+    raise ValueError(f"chunk={c} does not divide the {s} positions")
+
+  @jax.checkpoint  # the backward recomputes one chunk's logits at a time
+  def head(hc, tc):
+    logits = transformer.lm_head(cfg, params, hc)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    gold = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
+    entropy = logz - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
+    return gold - logz, entropy
+
+  split = lambda x: jnp.moveaxis(x.reshape(b, s // c, c, *x.shape[2:]), 1, 0)  # noqa: E731
+  _, (logp, entropy) = jax.lax.scan(lambda _, xs: (None, head(*xs)), None, (split(h), split(targets)))
+  logp, entropy = (jnp.moveaxis(x, 0, 1).reshape(b, s)[:, :-1] for x in (logp, entropy))
   pad = jnp.zeros_like(logp[:, :1])
   valid = seg[:, 1:] > 0
   return (jnp.concatenate([pad, jnp.where(valid, logp, 0.0)], 1),
