@@ -249,7 +249,8 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
     _banner(f"2. base LM: {size.base_steps} steps on the documents of {size.base_worlds} worlds (shared by both arms)")
     base_mesh = {"mesh.data": -1 if size.base_batch % jax.device_count() == 0 else 1}
     init = _train("pretrain", "tiny", **model_keys, **base_mesh, **_train_keys(size), **{
-        "workdir": os.path.join(out_dir, "base"), "data.documents": size.base_worlds, "data.seed": 100, "data.doc_readouts": size.base_readouts,
+        "workdir": os.path.join(out_dir, "base"), "data.documents": size.base_worlds, "data.seed": 100,
+        "data.doc_readouts": size.base_readouts,
         "data.vocab_size": size.vocab_size, "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
         "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,
         "train.checkpoint_every": size.base_steps})

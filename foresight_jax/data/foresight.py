@@ -150,12 +150,14 @@ def forecast_noise_lines(lines: list[str], traj: Trajectory, t: int, cfg: Foresi
     elif head.startswith("calc"):
       out.append(head + sep + re.sub(r"\d+", lambda m: str(perturb(rng, int(m.group()))), sal, count=1))
     else:
-      if world is not None:
-        for name in sorted(world.entities, key=len, reverse=True):  # longest first: no partial overlaps
-          if name in sal and name not in seen and re.search(rf"\b{re.escape(name)}\b", sal):
-            others = [n for n in world.by_kind[world.entities[name].kind] if n != name and n not in sal]
-            if others:
-              sal = re.sub(rf"\b{re.escape(name)}\b", rng.choice(others), sal)
+      # the unseen entities of the original expectation, longest first (no partial overlaps); a
+      # name just put in is never itself replaced again
+      unseen = [n for n in sorted(world.entities, key=len, reverse=True) if n in sal and n not in seen
+                and re.search(rf"\b{re.escape(n)}\b", sal)] if world is not None else []
+      for name in unseen:
+        others = [n for n in world.by_kind[world.entities[name].kind] if n != name and n not in sal]
+        if others:
+          sal = re.sub(rf"\b{re.escape(name)}\b", rng.choice(others), sal)
       out.append(head + sep + sal)
   return out
 
@@ -220,14 +222,15 @@ def build_blocks(traj: Trajectory, cfg: ForesightConfig,
                  estimator: Callable[[Trajectory, int], tuple[float, str]] | None = None,
                  world_of: Callable[[Trajectory], World | None] | None = None) -> Trajectory:
   """A copy of `traj` whose steps carry the blocks of `cfg.variant` (none strips them).
-  `world_of` finds a trajectory's world for cfg.forecast_noise (default: a SuccessEstimator's)."""
+  `world_of` finds a trajectory's world for cfg.forecast_noise (default: rebuilt from its seed, once
+  per call; `build_dataset` and `augment` pass their estimator's cached lookup)."""
   if cfg.variant != "full":
     estimator = None
   elif estimator is None:
     estimator = SuccessEstimator(cfg)
   world = None
   if cfg.variant != "none" and cfg.forecast_noise > 0 and traj.task.domain != "math":
-    world = (world_of or getattr(estimator, "_world", None) or SuccessEstimator(cfg)._world)(traj)
+    world = (world_of or SuccessEstimator(cfg)._world)(traj)
   steps = []
   for t, step in enumerate(traj.steps):
     fs = None
@@ -249,7 +252,7 @@ def build_dataset(trajs: list[Trajectory], cfg: ForesightConfig,
                   ) -> list[Trajectory]:
   """Blocks for every trajectory; failures are kept (calibration needs them, design.md §2)."""
   est = SuccessEstimator(cfg, {w.seed: w for w in worlds}, base_rate(trajs), search_fn)
-  return [build_blocks(t, cfg, est) for t in trajs]
+  return [build_blocks(t, cfg, est, world_of=est._world) for t in trajs]
 
 
 def block_pairs(trajs: Iterable[Trajectory]) -> tuple[list[float], list[float]]:
