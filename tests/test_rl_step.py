@@ -227,6 +227,29 @@ def test_chunked_token_logprobs_equal_the_whole_logits():
     grpo.token_logprobs(cfg, params, tokens, kind, chunk=5)
 
 
+def test_rl_model_flops_count_useful_tokens_by_hand():
+  """The RL step's FLOPs for its MFU, against a hand count: 9 useful tokens of which 4 sampled;
+  rollout = forward without the head for all 9 + the head for the 4; update = 6N + attention for
+  all 9, plus a reference forward (a third of that) when beta > 0. Padding adds nothing."""
+  from foresight_jax.models import presets
+  from foresight_jax.models.config import param_count
+  cfg = presets.model_config("tiny")
+  kind = np.array([[KIND_PROMPT, KIND_PROMPT, KIND_GEN, KIND_OBS, KIND_GEN, KIND_PAD],
+                   [KIND_PROMPT, KIND_GEN, KIND_GEN, KIND_OBS, KIND_PAD, KIND_PAD]], np.int32)
+  ro = R.Rollout(tokens=jnp.zeros(kind.shape, jnp.int32), kind=jnp.asarray(kind), turn=None, logprobs=None,
+                 length=None, n_turns=None, answered=None, searches=None, invalid=None)
+  head = 2.0 * cfg.vocab_size * cfg.hidden_size
+  body = 2.0 * param_count(cfg, include_embeddings=False)
+  att_dim = cfg.num_heads * 2 * cfg.head_dim
+  attn_fwd = 2 * 6 * att_dim * cfg.num_layers / 2  # seq 6, causal
+  train = 3 * (body + head + attn_fwd)
+  want_rollout = 9 * (body + attn_fwd) + 4 * head
+  assert float(S.rl_model_flops(cfg, ro, False)) == pytest.approx(want_rollout + 9 * train, rel=1e-6)
+  assert float(S.rl_model_flops(cfg, ro, True)) == pytest.approx(want_rollout + 9 * train * 4 / 3, rel=1e-6)
+  padded = ro.replace(tokens=jnp.zeros((2, 6), jnp.int32), kind=jnp.asarray(np.where(kind == KIND_GEN, KIND_PAD, kind)))
+  assert float(S.rl_model_flops(cfg, padded, False)) < float(S.rl_model_flops(cfg, ro, False))
+
+
 def test_observation_logprobs_far_from_the_reference_do_not_make_the_loss_nan():
   cfg = grpo.GRPOConfig()
   logp, old, ref, adv, kind = _loss_inputs(0)

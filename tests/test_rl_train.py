@@ -121,6 +121,8 @@ def test_sigkill_after_checkpoint_then_resume_is_bitwise_exact(agent_hf, resume_
   assert [r["step"] for r in got] == [r["step"] for r in ref] == list(range(1, STEPS + 1))
   for key in ("loss", "reward", "grad_norm", "kl", "response_tokens"):
     assert all(key in r for r in ref), key
+  # the whole step's MFU, from its model FLOPs (rollout + update) and its wall time
+  assert all(0 < r["mfu"] < 1 for r in ref), [r.get("mfu") for r in ref]
   # the run is not trivial: rewards vary, the policy moves away from the reference
   assert any(r["adv_abs"] > 0 for r in ref) and ref[0]["kl"] == 0 and ref[-1]["kl"] > 0
   # every logged figure but the timings, bit for bit (exact float equality)

@@ -343,3 +343,32 @@ def test_cast_params_step_differentiates_a_bf16_copy_of_fp32_masters():
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(st.params))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(st.opt_state) if jnp.issubdtype(x.dtype, jnp.floating))
   np.testing.assert_allclose(float(m["loss"]), float(l1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_eval", [False, True])
+def test_loop_times_each_step_itself_when_the_call_runs_it(tmp_path, with_eval):
+  """A step call that returns only once the step has run (an XLA:GPU while loop syncs with the host
+  every iteration; the RL step is one) is timed from call to call: each step's `step_time_s` is its
+  own duration, the last one included, and an eval's time is kept out (the loop once logged the
+  NEXT step's duration, and ~0 for the last step)."""
+  import time
+  durations = {1: 0.30, 2: 0.10, 3: 0.20, 4: 0.05}
+  state0 = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros((2,))}, opt_state=(),
+                                rng=jnp.zeros((2,), jnp.uint32), skipped=jnp.zeros((), jnp.int32))
+
+  def step(state, batch):
+    s = int(state.step) + 1
+    time.sleep(durations[s])
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in
+               {"loss": 1.0 / s, "grad_norm": 1.0, "learning_rate": 1e-3, "nonfinite": 0.0, "skipped": 0.0}.items()}
+    return state.replace(step=state.step + 1), jax.block_until_ready(metrics)
+
+  evals = (lambda st: time.sleep(0.25) or {"eval_loss": 0.0}) if with_eval else None
+  program = loop.Program(abstract=jax.eval_shape(lambda: state0), init=lambda: state0, step=step,
+                         tokens=lambda b: 100, eval=evals)
+  tcfg = loop.TrainConfig(steps=4, checkpoint_every=1000, progress=False, export_hf=False, tensorboard=False,
+                          eval_every=2, peak_flops_per_device=1e12)
+  loop.run(program, tcfg, iter([{}] * 10), str(tmp_path), _one_device_mesh(), handle_sigterm=False)
+  recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  got = [r["step_time_s"] for r in recs]
+  np.testing.assert_allclose(got, [durations[s] for s in (1, 2, 3, 4)], atol=0.045)

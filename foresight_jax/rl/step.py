@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from foresight_jax.models.config import ModelConfig
+from foresight_jax.models.config import ModelConfig, train_flops_per_token
 from foresight_jax.rl import grpo, rewards as rw
-from foresight_jax.rl.layout import KIND_GEN
+from foresight_jax.rl.layout import KIND_GEN, KIND_PAD
 from foresight_jax.rl.rollout import Rollout, RolloutConfig, rollout
 from foresight_jax.train import step as step_lib
 
@@ -94,6 +94,21 @@ def _calibration_figures(success, valid, y, bins: int) -> dict[str, jax.Array]:
   return {"brier": brier, "ece": gap.sum() / n, "estimates": m.sum()}
 
 
+def rl_model_flops(cfg: ModelConfig, ro: Rollout, with_reference: bool) -> jax.Array:
+  """Model FLOPs of one RL step, for its MFU: the useful (non-pad) tokens of the rollout, each
+  through one forward while sampling (the LM head only where a token was sampled), the policy's
+  forward + backward in the update, and the reference's forward when the KL term is on.
+  Padding, the tool and the rewards do no model work and count nothing."""
+  s = ro.tokens.shape[1]
+  train = train_flops_per_token(cfg, s)  # 6 x matmul params + causal attention, fwd + bwd
+  head = 2.0 * cfg.vocab_size * cfg.hidden_size
+  forward_no_head = train / 3.0 - head
+  n_tok = (ro.kind != KIND_PAD).sum().astype(jnp.float32)
+  n_gen = (ro.kind == KIND_GEN).sum().astype(jnp.float32)
+  rollout_flops = n_tok * forward_no_head + n_gen * head
+  return rollout_flops + n_tok * train * (1.0 + (1.0 / 3.0 if with_reference else 0.0))
+
+
 def update_from_rollout(cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule,
                         rlcfg: RLConfig, state: RLState, ro: Rollout, batch: Mapping[str, jax.Array],
                         tables, rng: jax.Array, failed: jax.Array | None = None) -> tuple[RLState, dict]:
@@ -125,7 +140,8 @@ def update_from_rollout(cfg: ModelConfig, tx: optax.GradientTransformation, sche
              "response_tokens": gen.sum(axis=1).astype(jnp.float32).mean(),
              "turns": ro.n_turns.astype(jnp.float32).mean(), "answered": ro.answered.astype(jnp.float32).mean(),
              "searches": ro.searches.astype(jnp.float32).mean(), "invalid_turns": ro.invalid.astype(jnp.float32).mean(),
-             "adv_abs": jnp.abs(adv).mean(), "tokens_processed": gen.sum().astype(jnp.float32), **aux, **upd}
+             "adv_abs": jnp.abs(adv).mean(), "tokens_processed": gen.sum().astype(jnp.float32),
+             "model_flops": rl_model_flops(cfg, ro, bool(rlcfg.grpo.beta)), **aux, **upd}
   if failed is not None:
     metrics["tool_failures"] = failed.astype(jnp.float32).sum()
   return new_state, metrics

@@ -140,6 +140,7 @@ class Program:
   step(state, host_batch) -> (state, device metrics): shards the batch and runs the jitted step;
   tokens(host_batch) -> tokens processed (tokens/s); a "tokens_processed" metric overrides it;
   flops_per_token() -> model FLOPs per processed token, for MFU (None, or returning None: no MFU);
+    a "model_flops" metric (the step's FLOPs, e.g. the RL step's rollout + update) overrides it;
   export(state) -> a directory, run once when training completes (None: no export);
   eval(state) -> {name: value} at `eval_every` (None: no eval)."""
   abstract: Any
@@ -236,6 +237,7 @@ def run(program: Program, tcfg: TrainConfig, data_iter: Iterator[dict], workdir:
   streak: list[tuple[int, Any, float, float]] = []
   pending = None
   t_prev = time.perf_counter()
+  eval_spans: list[tuple[float, float]] = []  # (start, seconds) of evals, kept out of step times
   status = "completed"
 
   def data_state():
@@ -250,15 +252,22 @@ def run(program: Program, tcfg: TrainConfig, data_iter: Iterator[dict], workdir:
   def finish(p) -> None:
     """Fetch step p's metrics (blocks until it is done), log them, apply the non-finite rule."""
     nonlocal t_prev
-    s, dev_metrics, sources, n_tokens, extra = p
+    s, dev_metrics, sources, n_tokens, extra, t_returned, ran_in_call = p
     m = jax.device_get(dev_metrics)
-    now = time.perf_counter()
-    dt, t_prev = now - t_prev, now
+    # when the call itself ran the step (an XLA:GPU while loop syncs its predicate with the host),
+    # the step ended when the call returned; otherwise when its metrics arrived
+    done = t_returned if ran_in_call else time.perf_counter()
+    dt = done - t_prev - sum(d for t0, d in eval_spans if t_prev <= t0 < done)
+    t_prev = done
+    eval_spans[:] = [e for e in eval_spans if e[0] >= done]
     n_tokens = float(m.pop("tokens_processed", n_tokens))
     tps = n_tokens / dt
     fpt = program.flops_per_token() if program.flops_per_token is not None else None
+    # a step whose work is not tokens x a constant (the RL step: rollout + update) reports its FLOPs
+    flops = m.pop("model_flops", None)
+    mfu = float(flops) / dt / peak if flops is not None else (tps * fpt / peak if fpt else None)
     rec = {"step": s, **{k: v for k, v in m.items() if k != "learning_rate"}, "lr": m["learning_rate"],
-           "tokens_per_s": tps, **({"mfu": tps * fpt / peak} if fpt else {}), "step_time_s": dt, **extra}
+           "tokens_per_s": tps, **({"mfu": mfu} if mfu is not None else {}), "step_time_s": dt, **extra}
     rec = writer.write(rec)
     if on_step_end is not None:
       on_step_end(rec)
@@ -288,6 +297,8 @@ def run(program: Program, tcfg: TrainConfig, data_iter: Iterator[dict], workdir:
         break
       n_tokens = program.tokens(batch)
       state, dev_metrics = program.step(state, batch)
+      t_returned = time.perf_counter()
+      ran_in_call = all(x.is_ready() for x in jax.tree.leaves(dev_metrics) if isinstance(x, jax.Array))
       step += 1
       if pending is not None:
         finish(pending)
@@ -295,8 +306,8 @@ def run(program: Program, tcfg: TrainConfig, data_iter: Iterator[dict], workdir:
       if program.eval is not None and tcfg.eval_every and step % tcfg.eval_every == 0:
         t_eval = time.perf_counter()
         extra.update(program.eval(state))
-        t_prev += time.perf_counter() - t_eval  # keep eval time out of the next step's tokens/s
-      pending = (step, dev_metrics, batch.get("source_ids"), n_tokens, extra)
+        eval_spans.append((t_eval, time.perf_counter() - t_eval))  # kept out of the step's tokens/s
+      pending = (step, dev_metrics, batch.get("source_ids"), n_tokens, extra, t_returned, ran_in_call)
       if step % tcfg.checkpoint_every == 0:
         save(step)
     if pending is not None:
