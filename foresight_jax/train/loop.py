@@ -255,8 +255,9 @@ def run(program: Program, tcfg: TrainConfig, data_iter: Iterator[dict], workdir:
     s, dev_metrics, sources, n_tokens, extra, t_returned, ran_in_call = p
     m = jax.device_get(dev_metrics)
     # when the call itself ran the step (an XLA:GPU while loop syncs its predicate with the host),
-    # the step ended when the call returned; otherwise when its metrics arrived
-    done = t_returned if ran_in_call else time.perf_counter()
+    # the step ended when the call returned; otherwise when its metrics arrived (also when the last
+    # step was only seen finished after this call returned: the two cannot be told apart then)
+    done = t_returned if ran_in_call and t_returned > t_prev else time.perf_counter()
     dt = done - t_prev - sum(d for t0, d in eval_spans if t_prev <= t0 < done)
     t_prev = done
     eval_spans[:] = [e for e in eval_spans if e[0] >= done]
