@@ -147,6 +147,29 @@ def test_fused_step_equals_rollout_then_update_jitted_separately(env, fused):
   _assert_metrics_close(m_u, m1, 1e-6, "unfused vs fused")
 
 
+def test_reward_weights_are_a_run_time_input(env, fused):
+  """FC-RL and the outcome-only GRPO baseline differ only in `EnvArrays.weights`: one program (the
+  same lowered text, so the persistent compilation cache compiles it once for both runs); the fc
+  weights as an input reproduce the step with the config's weights as constants; outcome-only
+  weights make the reward the outcome alone."""
+  from foresight_jax.train import step as step_lib
+  outcome_only = dataclasses.replace(RLCFG, weights=(("outcome", 1.0),))
+  texts, metrics = [], []
+  for rlcfg in (RLCFG, outcome_only):
+    ea = env["env_arrays"].replace(weights=S.weight_vector(rlcfg))
+    step = S.make_fc_rl_step(env["cfg"], env["tx"], env["sched"], env["mesh"], env["shardings"], ea, rlcfg,
+                             donate=False)
+    with jax.set_mesh(env["mesh"]):
+      texts.append(step.jitted.lower(fused["state0"], step_lib.shard_batch(dict(env["batch"]), env["mesh"]),
+                                     step.env).as_text())
+    metrics.append(jax.device_get(step(fused["state0"], env["batch"])[1]))
+  assert texts[0] == texts[1]
+  _assert_metrics_close(metrics[0], fused["m1"], 1e-6, "fc weights as an input vs as constants")
+  fc, outcome = metrics
+  assert outcome["reward"] == pytest.approx(outcome["reward_outcome"], abs=1e-7)
+  assert abs(fc["reward"] - outcome["reward"]) > 1e-3  # the format/grounding/calibration terms count
+
+
 # ------------------------------------------------------------------------------ 2. observation mask
 def _loss_inputs(seed: int, b: int = 6, s: int = 40):
   rng = np.random.default_rng(seed)

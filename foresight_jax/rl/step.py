@@ -66,13 +66,26 @@ class RLConfig:
     return dict(self.weights)
 
 
+REWARD_ORDER = tuple(rw.REWARDS)  # the entries of `weight_vector`
+
+
+def weight_vector(rlcfg: RLConfig) -> jax.Array:
+  """The reward weights as an array the step reads at run time (`EnvArrays.weights`): runs that
+  differ only in their weights (FC-RL and the outcome-only GRPO baseline) then lower to one
+  program, which the persistent compilation cache compiles once for both."""
+  w = {"outcome": 1.0, **rlcfg.weight_dict}
+  return jnp.asarray([w.get(k, 0.0) for k in REWARD_ORDER], jnp.float32)
+
+
 @flax.struct.dataclass
 class EnvArrays:
   """What every step reads and never changes (replicated): the search index, the tool ids, the
-  per-vocab reward tables."""
+  per-vocab reward tables and (optional) the reward weights (`weight_vector`; None: the config's,
+  as constants of the program)."""
   index: Any
   tools: Any
   tables: Any
+  weights: Any = None
 
 
 def _masked_mean(x, m):
@@ -111,10 +124,13 @@ def rl_model_flops(cfg: ModelConfig, ro: Rollout, with_reference: bool) -> jax.A
 
 def update_from_rollout(cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule,
                         rlcfg: RLConfig, state: RLState, ro: Rollout, batch: Mapping[str, jax.Array],
-                        tables, rng: jax.Array, failed: jax.Array | None = None) -> tuple[RLState, dict]:
-  """Rewards -> advantages -> loss -> update, for a rollout from either tool path."""
+                        tables, rng: jax.Array, failed: jax.Array | None = None,
+                        weights: jax.Array | None = None) -> tuple[RLState, dict]:
+  """Rewards -> advantages -> loss -> update, for a rollout from either tool path. `weights`
+  (`weight_vector`) replaces the config's reward weights with run-time values."""
+  w = rlcfg.weight_dict if weights is None else {k: weights[i] for i, k in enumerate(REWARD_ORDER)}
   r, comps, details = rw.compute_rewards(ro.tokens, ro.kind, ro.turn, rw.Golds(batch["gold_chars"],
-                                         batch["gold_len"]), batch["is_math"], tables, rlcfg.weight_dict,
+                                         batch["gold_len"]), batch["is_math"], tables, w,
                                          rlcfg.variant, rlcfg.spec)
   if failed is not None:  # a failed tool call: that sample earns nothing, the run goes on
     r = jnp.where(failed, 0.0, r)
@@ -154,7 +170,7 @@ def fc_rl_step(cfg: ModelConfig, tx: optax.GradientTransformation, schedule: opt
   ro = rollout(cfg, jax.lax.stop_gradient(state.params), batch["prompts"], batch["prompt_len"], k_roll,
                env.index, env.tools, batch["groups"], rlcfg.rollout)
   del k_upd  # reserved: the update itself draws no randomness today
-  return update_from_rollout(cfg, tx, schedule, rlcfg, state, ro, batch, env.tables, rng)
+  return update_from_rollout(cfg, tx, schedule, rlcfg, state, ro, batch, env.tables, rng, weights=env.weights)
 
 
 def batch_sharding(mesh) -> NamedSharding:
@@ -181,4 +197,5 @@ def make_fc_rl_step(cfg: ModelConfig, tx, schedule, mesh, shardings: RLState, en
   return run
 
 
-__all__ = ["EnvArrays", "RLConfig", "RLState", "fc_rl_step", "make_fc_rl_step", "update_from_rollout"]
+__all__ = ["EnvArrays", "REWARD_ORDER", "RLConfig", "RLState", "fc_rl_step", "make_fc_rl_step",
+           "rl_model_flops", "update_from_rollout", "weight_vector"]

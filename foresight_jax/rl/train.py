@@ -193,7 +193,8 @@ def run(cfg, dry_run: bool = False) -> dict[str, Any]:
     return rl_step.RLState(step=ts.step, params=ts.params, opt_state=ts.opt_state, rng=ts.rng,
                            skipped=ts.skipped, ref_params=ref)
 
-  env_arrays = rl_step.EnvArrays(index=env.index, tools=env.tools, tables=VocabTables.build(tok))
+  env_arrays = rl_step.EnvArrays(index=env.index, tools=env.tools, tables=VocabTables.build(tok),
+                                 weights=rl_step.weight_vector(rlcfg))
   if r.tool == "device":
     step_fn = rl_step.make_fc_rl_step(run_cfg, tx, schedule, mesh, shardings, env_arrays, rlcfg)
   else:
@@ -232,12 +233,12 @@ def make_host_step(cfg, tx, schedule, mesh, shardings, env: TaskEnv, env_arrays,
   keys = jax.jit(lambda raw: jax.random.split(jax.random.wrap_key_data(raw), 3))
   update = jax.jit(functools.partial(rl_step.update_from_rollout, cfg, tx, schedule, rlcfg),
                    in_shardings=(shardings, step_lib.batch_sharding(mesh), step_lib.batch_sharding(mesh),
-                                 repl, repl, step_lib.batch_sharding(mesh)),
+                                 repl, repl, step_lib.batch_sharding(mesh), repl),
                    out_shardings=(shardings, repl), donate_argnums=(0,))
   pre, suf = observation_affixes(tok, env.chat)
   affixes = (tok.encode(pre), tok.encode(suf))
   tags = host_tools.tool_tag_ids(tok, ("search",))
-  tables = jax.device_put(env_arrays.tables, repl)
+  tables, weights = jax.device_put((env_arrays.tables, env_arrays.weights), repl)
 
   def run(state, batch):
     with jax.set_mesh(mesh):
@@ -248,7 +249,7 @@ def make_host_step(cfg, tx, schedule, mesh, shardings, env: TaskEnv, env_arrays,
           timeout_s=timeout_s, task_names=[t.id for t in env.tasks])
       dev = step_lib.shard_batch({k: v for k, v in batch.items()}, mesh)
       ro = step_lib.shard_batch(_rollout_arrays(ro), mesh)
-      return update(state, Rollout(**ro), dev, tables, rng, jnp.asarray(failed))
+      return update(state, Rollout(**ro), dev, tables, rng, jnp.asarray(failed), weights)
   return run
 
 
