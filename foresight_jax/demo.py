@@ -55,6 +55,24 @@ def chat_generate_fn(cfg, params, tok, max_positions: int, progress=None, batch:
                            batch_multiple=max(1, -(-batch // 4)), progress=progress)
 
 
+class StageClock:
+  """Wall seconds by stage, summed over arms (timing.json and the run's last line): where a demo's
+  minutes go, so a slow run names its slow stage."""
+
+  def __init__(self):
+    self._t = time.perf_counter()
+    self.seconds: dict[str, float] = {}
+
+  def lap(self, stage: str) -> None:
+    """Charge the time since the last lap to `stage`."""
+    now = time.perf_counter()
+    self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
+    self._t = now
+
+  def summary(self) -> str:
+    return "time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+
+
 def _banner(text: str) -> None:
   print(f"\n{'=' * 8} {text} {'=' * max(0, 70 - len(text))}", flush=True)
 
@@ -176,7 +194,7 @@ def _stage_size(size: DemoSize) -> str:
 
 
 def train_arm(out_dir: str, size: DemoSize, arm: str, tag: str, variant: str, init: str, wm_data: str,
-              sft_data: str) -> tuple[str, str]:
+              sft_data: str, clock: StageClock | None = None) -> tuple[str, str]:
   """One arm of the ablation: WM-AMT on `wm_data` (trajectories rendered with `variant`) from
   `init`, then FE-SFT on `sft_data`. Returns (the FE-SFT export, the FE-SFT workdir)."""
   import jax
@@ -192,12 +210,16 @@ def train_arm(out_dir: str, size: DemoSize, arm: str, tag: str, variant: str, in
       "data.variant": variant, "model.init_from": init, "data.tokenizer": "",
       "optim.learning_rate": size.wm_lr, "optim.warmup_steps": 10, "train.steps": size.wm_steps,
       "train.checkpoint_every": size.wm_steps})
+  if clock:
+    clock.lap("WM-AMT")
   _banner(f"4. FE-SFT [{arm}]")
   sft_dir = os.path.join(out_dir, f"fe_sft_{tag}")
   hf = _train("fe_sft", stage_size, **common, **{
       "workdir": sft_dir, "model.init_from": wm, "data.paths": sft_data, "data.eval_fraction": 0.1,
       "optim.learning_rate": size.sft_lr, "optim.warmup_steps": 10, "train.steps": size.sft_steps,
       "train.eval_every": size.sft_steps, "train.checkpoint_every": size.sft_steps})
+  if clock:
+    clock.lap("FE-SFT")
   return hf, sft_dir
 
 
@@ -220,6 +242,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
 
   size = SIZES[size] if isinstance(size, str) else size
   t0 = time.perf_counter()
+  clock = StageClock()
   _compilation_cache(os.path.join(out_dir, "jit_cache"))
   expect = header(size, train_metrics.measure_peak_flops())
   data = os.path.join(out_dir, "data")
@@ -227,6 +250,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
   if smollm2:
     _banner("0. foundation: SmolLM2-135M-Instruct through our loader, model and sampler")
     cli.main(["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "24"])
+  clock.lap("setup and foundation check")
 
   _banner(f"1. world -> augment ({size.n_train} trajectories over {size.n_worlds} worlds)")
   world, sft_world = os.path.join(data, "world.jsonl"), os.path.join(data, "sft_world.jsonl")
@@ -239,6 +263,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
               *augment_args(size)])
   sft_data = os.path.join(data, "sft_full.jsonl")
   cli.main(["augment", sft_world, "--out", sft_data, "--variant", "full", *augment_args(size)])
+  clock.lap("data")
 
   import jax
   scratch = size.model is not None
@@ -254,16 +279,18 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
         "data.vocab_size": size.vocab_size, "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
         "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,
         "train.checkpoint_every": size.base_steps})
+    clock.lap("base LM")
 
   eval_tasks, tool_fn = held_out_tasks(size)
   runs, units, hf_dirs = {}, {}, {}
   for arm, variant in ARMS.items():
     tag = "foresight" if variant == "full" else "standard"
     hf_dirs[arm], sft_dir = train_arm(out_dir, size, arm, tag, variant, init,
-                                      os.path.join(data, f"wm_{variant}.jsonl"), sft_data)
+                                      os.path.join(data, f"wm_{variant}.jsonl"), sft_data, clock)
     runs[arm] = {"held_out_loss": _last_eval_loss(sft_dir)}
     if arm == "WM-AMT+FE-SFT":
       runs[arm]["untrained_held_out_loss"] = untrained_held_out_loss(sft_dir)
+      clock.lap("FE-SFT")
 
   if rl:
     start = hf_dirs["WM-AMT+FE-SFT"]
@@ -275,12 +302,14 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
           "train.checkpoint_every": size.rl_steps, "train.progress": True,
           "mesh.data": -1 if (size.rl_prompts * size.rl_group) % jax.device_count() == 0 else 1})
       runs[name] = {"held_out_loss": None}
+      clock.lap(name.split()[0])
 
   for i, (name, hf) in enumerate(hf_dirs.items()):
     _banner(f"6. held-out tasks [{name}]: {len(eval_tasks)} tasks from unseen worlds, up to {size.max_turns} turns, greedy")
     tag = name.split()[0].lower().replace("+", "_").replace("-", "")
     _, units[name], m = evaluate_model(hf, eval_tasks, tool_fn, size, os.path.join(out_dir, f"receipts_{i}_{tag}.jsonl"), name)
     runs[name] = {**m.to_dict(), **runs[name]}
+  clock.lap("evaluation")
 
   intervals = {name: bootstrap.intervals(u) for name, u in units.items()}
   pairs = [("WM-AMT+FE-SFT", "standard mid-training+FE-SFT")]
@@ -300,8 +329,11 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
   from foresight_jax.evals import html_report
   rep = html_report.write_report([out_dir], os.path.join(out_dir, "report.html"))
   print(f"audit report (calibration per turn, theater flags, every episode): {rep['out']}")
+  clock.lap("tables and report")
+  print(clock.summary())
   with open(os.path.join(out_dir, "timing.json"), "w") as f:
-    json.dump({"seconds": elapsed, "expected_seconds": expect * 60, "size": size.name}, f)
+    json.dump({"seconds": elapsed, "expected_seconds": expect * 60, "size": size.name,
+               "stages": clock.seconds}, f)
   return runs
 
 

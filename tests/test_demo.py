@@ -70,6 +70,10 @@ def test_demo_writes_its_run_directory(demo_run):
     assert json.load(open(out / stage / "stage_config.json"))["train"]["remat"] == "full", stage
   timing = json.load(open(out / "timing.json"))
   assert timing["seconds"] > 0 and timing["size"] == "toy"
+  # the time by stage covers the run: every stage charged, the sum within the measured whole
+  stages = timing["stages"]
+  assert {"data", "base LM", "WM-AMT", "FE-SFT", "FC-RL", "GRPO", "evaluation"} <= set(stages), stages
+  assert all(v > 0 for v in stages.values()) and 0.8 * timing["seconds"] < sum(stages.values()), stages
   # the offline audit report: every run in it, figures embedded, nothing fetched from elsewhere
   report = (out / "report.html").read_text()
   assert "http://" not in report and "https://" not in report and "<script" not in report.lower()
