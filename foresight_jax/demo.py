@@ -116,14 +116,18 @@ def header(size: DemoSize, peak: float) -> float:
   model = (f"{param_count(presets.model_config(dict(presets.get('tiny').to_dict(), **size.model, vocab_size=size.vocab_size))):,} "
            f"params ({size.model['num_layers']} layers, hidden {size.model['hidden_size']}), vocab {size.vocab_size}"
            if size.model else f"from {size.init_from}")
+  modelled = size.fixed_minutes + size.minutes_at_reference > 0
+  base = (f"base LM {size.base_steps} steps on {size.base_worlds} worlds' documents" if size.model and size.base_worlds
+          else f"no base LM (every arm starts from {size.init_from or 'a random init'})")
+  timing = (f"expected time {expect:.1f} min ({size.fixed_minutes + size.minutes_at_reference:.1f} min at "
+            f"{REFERENCE_TFLOPS} TFLOP/s)" if modelled else "expected time: not modelled for this size (BUILD_NOTES)")
   print(f"foresight-jax demo --size {size.name}: {model}\n"
-        f"  base LM {size.base_steps} steps on {size.base_worlds} worlds' documents; per arm WM-AMT "
+        f"  {base}; per arm WM-AMT "
         f"{size.wm_steps} + FE-SFT {size.sft_steps} steps (rows {size.batch} x {size.seq_len}); FC-RL and GRPO "
         f"{size.rl_steps} steps each; {size.n_eval} held-out tasks per model (search questions of "
         f"{'/'.join(map(str, size.hops))} hops, and math)\n"
-        f"  this host's fp32 matmul peak: {peak / 1e12:.2f} TFLOP/s; expected time {expect:.1f} min "
-        f"({size.fixed_minutes + size.minutes_at_reference:.1f} min at {REFERENCE_TFLOPS} TFLOP/s)", flush=True)
-  if peak / 1e12 < 0.4:
+        f"  this host's fp32 matmul peak: {peak / 1e12:.2f} TFLOP/s; {timing}", flush=True)
+  if modelled and peak / 1e12 < 0.4:
     print(f"  WARNING: this host is slower than the 0.4 TFLOP/s the 10-minute budget assumes; the run "
           f"will take about {expect:.0f} minutes", flush=True)
   return expect

@@ -112,3 +112,19 @@ def test_demo_smollm2_size_runs_at_toy_size(tmp_path):
   for m in runs.values():
     assert m["n_episodes"] == 2 and 0.0 <= m["format_turn"] <= 1.0
   assert os.path.isfile(tmp_path / "fc_rl_fc" / "hf" / "model.safetensors")
+
+
+def test_demo_header_states_size_and_time_or_says_it_is_not_modelled(capsys):
+  """The header names the stages and the expected time on this host (with a warning below
+  0.4 TFLOP/s); a size without a timing model (the GPU size) says so instead of '0.0 min', and a
+  size without a base stage says where its arms start."""
+  from foresight_jax.demo_sizes import SIZES
+  expect = demo.header(SIZES["cpu"], 0.3e12)
+  out = capsys.readouterr().out
+  assert f"expected time {expect:.1f} min" in out and "WARNING" in out and "base LM 400 steps" in out
+  assert expect > demo.header(SIZES["cpu"], 0.5e12)
+  capsys.readouterr()
+  demo.header(SIZES["smollm2_135m"], 900e12)
+  out = capsys.readouterr().out
+  assert "not modelled" in out and "0.0 min" not in out and "WARNING" not in out
+  assert "no base LM (every arm starts from @smollm2_135m_gguf)" in out
