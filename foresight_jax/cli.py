@@ -174,11 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
       "package answers through our GGUF loader, model and sampler), then world -> augment -> a shared base LM "
       "-> WM-AMT and standard mid-training -> FE-SFT -> FC-RL and outcome-only GRPO, and every model plays "
       "held-out tasks from unseen worlds with real tools. It prints a table of held-out loss, format adherence, "
-      "forecast grounding, calibration (Brier, skill, ECE) and accuracy with 95%% bootstrap intervals, and paired "
+      "forecast grounding, calibration (Brier, skill, ECE) and accuracy with 95% bootstrap intervals, and paired "
       "differences between the runs. The header states the size and the expected time on this host (measured "
-      "matmul peak). Sizes: cpu (default, trained from scratch, ~10 min on 2 cores at 0.44 TFLOP/s), "
-      "smollm2_135m (starts from SmolLM2-135M-Instruct; meant for a GPU). The run directory is kept."),
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+      "matmul peak); the last line, the time each stage took. Sizes: cpu (default, trained from scratch, "
+      "~10 min on 2 cores at 0.44 TFLOP/s), smollm2_135m (starts from SmolLM2-135M-Instruct; meant for a GPU). "
+      "The run directory is kept."))
   p.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
   p.add_argument("--size", default="cpu", choices=["cpu", "smollm2_135m"], help="demo size (see above)")
   p.add_argument("--skip-smollm2", action="store_true", help="skip the foundation check")
