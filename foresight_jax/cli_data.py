@@ -91,7 +91,7 @@ def cmd_augment(args) -> int:
     return value, method
 
   for traj in tqdm(trajs, unit="traj", desc=f"augment[{args.variant}]", disable=args.quiet):
-    out = build_blocks(traj, cfg, counting_estimator, world_of=est._world)
+    out = build_blocks(traj, cfg, counting_estimator, world_of=est.world_of)
     f.write(out.dumps() + "\n")
     built.append(out)
   _finish(f, args.out)

@@ -181,12 +181,12 @@ class SuccessEstimator:
       return None  # no recorded policy state: cannot resume this prefix
     if traj.task.domain == "math":
       return MathEnv() if "plan" in meta else None
-    world = self._world(traj)
+    world = self.world_of(traj)
     if world is None or "relations" not in meta:
       return None
     return policies.SearchEnv(world, self.search_fn)
 
-  def _world(self, traj: Trajectory) -> World | None:
+  def world_of(self, traj: Trajectory) -> World | None:
     """The trajectory's world: given, or rebuilt from its seed and config (worlds are pure
     functions of both), accepted only if it really holds the task's relation chain."""
     seed = (traj.task.meta or {}).get("world_seed")
@@ -230,7 +230,7 @@ def build_blocks(traj: Trajectory, cfg: ForesightConfig,
     estimator = SuccessEstimator(cfg)
   world = None
   if cfg.variant != "none" and cfg.forecast_noise > 0 and traj.task.domain != "math":
-    world = (world_of or SuccessEstimator(cfg)._world)(traj)
+    world = (world_of or SuccessEstimator(cfg).world_of)(traj)
   steps = []
   for t, step in enumerate(traj.steps):
     fs = None
@@ -252,7 +252,7 @@ def build_dataset(trajs: list[Trajectory], cfg: ForesightConfig,
                   ) -> list[Trajectory]:
   """Blocks for every trajectory; failures are kept (calibration needs them, design.md §2)."""
   est = SuccessEstimator(cfg, {w.seed: w for w in worlds}, base_rate(trajs), search_fn)
-  return [build_blocks(t, cfg, est, world_of=est._world) for t in trajs]
+  return [build_blocks(t, cfg, est, world_of=est.world_of) for t in trajs]
 
 
 def block_pairs(trajs: Iterable[Trajectory]) -> tuple[list[float], list[float]]:
