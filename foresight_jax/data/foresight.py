@@ -30,11 +30,12 @@ from foresight_jax.data.math_tasks import MathEnv, perturb
 from foresight_jax.data.schema import Foresight, Trajectory
 from foresight_jax.data.scoring import extract_boxed
 from foresight_jax.data.world import SearchFn, World, WorldConfig, split_docs
+from foresight_jax.tokenizer.tokens import TAG_NAMES
 
 VARIANTS = ("none", "state", "full")
 _STOP = frozenset("a an the of in on at by for to and or is was are were what who which where "
                   "its it as with from that this".split())
-_TAG = re.compile(r"</?(think|foresight|rollout|success|search|calc|answer|information)>")
+_TAG = re.compile(r"</?(" + "|".join(TAG_NAMES) + r")>")
 
 
 @dataclass(frozen=True)
