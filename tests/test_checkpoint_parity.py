@@ -200,7 +200,8 @@ def test_config_mapping_legacy_fields_and_presets():
   assert not cfg.tie_embeddings
   qwen3 = presets.model_config("qwen2_5_1_5b", family="qwen3", attention_bias=False, qk_norm=True)
   for c in [presets.model_config(n) for n in ("llama3_2_3b", "smollm2_135m", "qwen2_5_7b", "youtu_llm_2b",
-                                              "tiny", "tiny_mla")] + [qwen3]:
+                                              "tiny", "tiny_mla")] + [
+                qwen3, presets.model_config("tiny", initializer_range=0.08)]:
     hf = model_config_to_hf_config(c)
     assert hf_config_to_model_config(hf) == c
     # transformers itself accepts every field

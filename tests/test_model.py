@@ -41,6 +41,20 @@ def test_param_count_equals_materialised_sizes(name):
   assert flops > 6 * config_lib.param_count(cfg, include_embeddings=False)
 
 
+@pytest.mark.parametrize("std", [0.02, 0.08])
+def test_init_std_follows_initializer_range(std):
+  """Every normal weight has std initializer_range (truncated at 2 sigma: x 0.88), the residual-branch
+  outputs (attention o, MLP down) that / sqrt(2 layers); norms stay ones."""
+  cfg = presets.model_config("tiny", initializer_range=std)
+  p = params_lib.init_params(cfg, jax.random.key(0))
+  trunc = 0.8796  # std of a standard normal truncated to [-2, 2]
+  branch = std / math.sqrt(2 * cfg.num_layers)
+  for leaf, want in [(p["embed"], std), (p["layers"]["attn"]["q"], std), (p["layers"]["mlp"]["up"], std),
+                     (p["layers"]["attn"]["o"], branch), (p["layers"]["mlp"]["down"], branch)]:
+    assert float(jnp.std(leaf)) == pytest.approx(want * trunc, rel=0.05)
+  assert bool(jnp.all(p["final_norm"] == 1.0))
+
+
 def test_scan_layers_default_resolves_per_backend():
   """None (the default) scans everywhere but on a GPU, where unrolled layers measured faster; an
   explicit value wins on every backend, and the resolved choice changes no logits (below)."""

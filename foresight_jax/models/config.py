@@ -32,6 +32,10 @@ class ModelConfig:
   attention_bias: bool = False  # Qwen2/2.5: bias on q, k, v projections
   qk_norm: bool = False  # Qwen3: per-head RMSNorm on q and k
   tie_embeddings: bool = False
+  # std of every normally-initialised weight (residual-branch outputs: this / sqrt(2 layers)). HF's
+  # 0.02 suits widths of ~768 and up; a from-scratch model of width 128 learns to copy sooner at
+  # ~1/sqrt(width) (BUILD_NOTES, "The base LM's initial scale")
+  initializer_range: float = 0.02
   # Multi-head latent attention (Youtu / DeepSeek-V3 dense attention); used when kv_lora_rank > 0.
   q_lora_rank: int | None = None
   kv_lora_rank: int = 0

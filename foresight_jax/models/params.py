@@ -7,6 +7,7 @@ leading "layers" axis so the decoder can `lax.scan` over them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from typing import Any, Iterator
 
@@ -29,9 +30,15 @@ class ParamSpec:
       raise ValueError(f"shape {self.shape} and axes {self.axes} differ in rank")
 
 
+def _spec_maker(cfg: ModelConfig):
+  """ParamSpec with the model's initializer_range as the default std."""
+  return functools.partial(ParamSpec, std=cfg.initializer_range)
+
+
 def _attention_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
   L, D, H = cfg.num_layers, cfg.hidden_size, cfg.num_heads
-  out_std = 0.02 / (2 * L) ** 0.5  # scaled residual-branch init (GPT-2 / MaxText convention)
+  ParamSpec = _spec_maker(cfg)
+  out_std = cfg.initializer_range / (2 * L) ** 0.5  # scaled residual-branch init (GPT-2 / MaxText convention)
   if cfg.is_mla:
     dqk, dv = cfg.qk_head_dim, cfg.v_head_dim
     s = {}
@@ -66,6 +73,7 @@ def _attention_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
 
 def param_specs(cfg: ModelConfig) -> dict[str, Any]:
   L, D, F, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+  ParamSpec = _spec_maker(cfg)
   specs: dict[str, Any] = {
       "embed": ParamSpec((V, D), ("vocab", "embed")),
       "final_norm": ParamSpec((D,), ("norm",), "ones"),
@@ -76,7 +84,7 @@ def param_specs(cfg: ModelConfig) -> dict[str, Any]:
           "mlp": {
               "gate": ParamSpec((L, D, F), ("layers", "embed", "mlp")),
               "up": ParamSpec((L, D, F), ("layers", "embed", "mlp")),
-              "down": ParamSpec((L, F, D), ("layers", "mlp", "embed"), std=0.02 / (2 * L) ** 0.5),
+              "down": ParamSpec((L, F, D), ("layers", "mlp", "embed"), std=cfg.initializer_range / (2 * L) ** 0.5),
           },
       },
   }

@@ -87,7 +87,8 @@ def hf_config_to_model_config(hf: dict[str, Any] | Any, where: str = "config.jso
       rope_theta=theta, rope_llama3_scaling=scaling, attention_bias=family == "qwen2",
       qk_norm=family == "qwen3", tie_embeddings=bool(d.get("tie_word_embeddings", _TIE_DEFAULT[family])),
       max_position_embeddings=int(d.get("max_position_embeddings", 4096)),
-      bos_token_id=d.get("bos_token_id"), eos_token_ids=eos)
+      bos_token_id=d.get("bos_token_id"), eos_token_ids=eos,
+      initializer_range=float(d.get("initializer_range", 0.02)))
   if family == "youtu":
     kw.update(q_lora_rank=d.get("q_lora_rank") or None, kv_lora_rank=need("kv_lora_rank"),
               qk_nope_head_dim=need("qk_nope_head_dim"), qk_rope_head_dim=need("qk_rope_head_dim"),
@@ -128,7 +129,7 @@ def model_config_to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
       hidden_act="silu", max_position_embeddings=cfg.max_position_embeddings, rms_norm_eps=cfg.rms_norm_eps,
       rope_parameters=rope, tie_word_embeddings=cfg.tie_embeddings, bos_token_id=cfg.bos_token_id,
       eos_token_id=None if not eos else eos[0] if len(eos) == 1 else eos, pad_token_id=None,
-      attention_dropout=0.0, initializer_range=0.02, use_cache=True, dtype=cfg.param_dtype)
+      attention_dropout=0.0, initializer_range=cfg.initializer_range, use_cache=True, dtype=cfg.param_dtype)
   if f == "llama":
     d.update(attention_bias=False, mlp_bias=False, pretraining_tp=1)
   elif f in ("qwen2", "qwen3"):
