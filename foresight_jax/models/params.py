@@ -35,61 +35,67 @@ def _spec_maker(cfg: ModelConfig):
   return functools.partial(ParamSpec, std=cfg.initializer_range)
 
 
+def _branch_std(cfg: ModelConfig) -> float:
+  """The std of a residual branch's output projection (attention o, MLP down): scaled by
+  1/sqrt(2 layers) so the residual stream's variance does not grow with depth (GPT-2 / MaxText)."""
+  return cfg.initializer_range / (2 * cfg.num_layers) ** 0.5
+
+
 def _attention_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
   L, D, H = cfg.num_layers, cfg.hidden_size, cfg.num_heads
-  ParamSpec = _spec_maker(cfg)
-  out_std = cfg.initializer_range / (2 * L) ** 0.5  # scaled residual-branch init (GPT-2 / MaxText convention)
+  spec = _spec_maker(cfg)
+  out_std = _branch_std(cfg)
   if cfg.is_mla:
     dqk, dv = cfg.qk_head_dim, cfg.v_head_dim
     s = {}
     if cfg.q_lora_rank:
-      s["q_a"] = ParamSpec((L, D, cfg.q_lora_rank), ("layers", "embed", "q_lora"))
-      s["q_a_norm"] = ParamSpec((L, cfg.q_lora_rank), ("layers", "norm"), "ones")
-      s["q_b"] = ParamSpec((L, cfg.q_lora_rank, H, dqk), ("layers", "q_lora", "heads", "head_dim"))
+      s["q_a"] = spec((L, D, cfg.q_lora_rank), ("layers", "embed", "q_lora"))
+      s["q_a_norm"] = spec((L, cfg.q_lora_rank), ("layers", "norm"), "ones")
+      s["q_b"] = spec((L, cfg.q_lora_rank, H, dqk), ("layers", "q_lora", "heads", "head_dim"))
     else:
-      s["q"] = ParamSpec((L, D, H, dqk), ("layers", "embed", "heads", "head_dim"))
-    s["kv_a"] = ParamSpec((L, D, cfg.kv_lora_rank + cfg.qk_rope_head_dim), ("layers", "embed", "kv_lora"))
-    s["kv_a_norm"] = ParamSpec((L, cfg.kv_lora_rank), ("layers", "norm"), "ones")
-    s["kv_b"] = ParamSpec((L, cfg.kv_lora_rank, H, cfg.qk_nope_head_dim + dv),
-                          ("layers", "kv_lora", "heads", "head_dim"))
-    s["o"] = ParamSpec((L, H, dv, D), ("layers", "heads", "head_dim", "embed"), std=out_std)
+      s["q"] = spec((L, D, H, dqk), ("layers", "embed", "heads", "head_dim"))
+    s["kv_a"] = spec((L, D, cfg.kv_lora_rank + cfg.qk_rope_head_dim), ("layers", "embed", "kv_lora"))
+    s["kv_a_norm"] = spec((L, cfg.kv_lora_rank), ("layers", "norm"), "ones")
+    s["kv_b"] = spec((L, cfg.kv_lora_rank, H, cfg.qk_nope_head_dim + dv),
+                     ("layers", "kv_lora", "heads", "head_dim"))
+    s["o"] = spec((L, H, dv, D), ("layers", "heads", "head_dim", "embed"), std=out_std)
     return s
   K, hd = cfg.num_kv_heads, cfg.head_dim
   s = {
-      "q": ParamSpec((L, D, H, hd), ("layers", "embed", "heads", "head_dim")),
-      "k": ParamSpec((L, D, K, hd), ("layers", "embed", "kv_heads", "head_dim")),
-      "v": ParamSpec((L, D, K, hd), ("layers", "embed", "kv_heads", "head_dim")),
-      "o": ParamSpec((L, H, hd, D), ("layers", "heads", "head_dim", "embed"), std=out_std),
+      "q": spec((L, D, H, hd), ("layers", "embed", "heads", "head_dim")),
+      "k": spec((L, D, K, hd), ("layers", "embed", "kv_heads", "head_dim")),
+      "v": spec((L, D, K, hd), ("layers", "embed", "kv_heads", "head_dim")),
+      "o": spec((L, H, hd, D), ("layers", "heads", "head_dim", "embed"), std=out_std),
   }
   if cfg.attention_bias:
-    s["q_bias"] = ParamSpec((L, H, hd), ("layers", "heads", "head_dim"), "zeros")
-    s["k_bias"] = ParamSpec((L, K, hd), ("layers", "kv_heads", "head_dim"), "zeros")
-    s["v_bias"] = ParamSpec((L, K, hd), ("layers", "kv_heads", "head_dim"), "zeros")
+    s["q_bias"] = spec((L, H, hd), ("layers", "heads", "head_dim"), "zeros")
+    s["k_bias"] = spec((L, K, hd), ("layers", "kv_heads", "head_dim"), "zeros")
+    s["v_bias"] = spec((L, K, hd), ("layers", "kv_heads", "head_dim"), "zeros")
   if cfg.qk_norm:
-    s["q_norm"] = ParamSpec((L, hd), ("layers", "norm"), "ones")
-    s["k_norm"] = ParamSpec((L, hd), ("layers", "norm"), "ones")
+    s["q_norm"] = spec((L, hd), ("layers", "norm"), "ones")
+    s["k_norm"] = spec((L, hd), ("layers", "norm"), "ones")
   return s
 
 
 def param_specs(cfg: ModelConfig) -> dict[str, Any]:
   L, D, F, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-  ParamSpec = _spec_maker(cfg)
+  spec = _spec_maker(cfg)
   specs: dict[str, Any] = {
-      "embed": ParamSpec((V, D), ("vocab", "embed")),
-      "final_norm": ParamSpec((D,), ("norm",), "ones"),
+      "embed": spec((V, D), ("vocab", "embed")),
+      "final_norm": spec((D,), ("norm",), "ones"),
       "layers": {
-          "attn_norm": ParamSpec((L, D), ("layers", "norm"), "ones"),
-          "mlp_norm": ParamSpec((L, D), ("layers", "norm"), "ones"),
+          "attn_norm": spec((L, D), ("layers", "norm"), "ones"),
+          "mlp_norm": spec((L, D), ("layers", "norm"), "ones"),
           "attn": _attention_specs(cfg),
           "mlp": {
-              "gate": ParamSpec((L, D, F), ("layers", "embed", "mlp")),
-              "up": ParamSpec((L, D, F), ("layers", "embed", "mlp")),
-              "down": ParamSpec((L, F, D), ("layers", "mlp", "embed"), std=cfg.initializer_range / (2 * L) ** 0.5),
+              "gate": spec((L, D, F), ("layers", "embed", "mlp")),
+              "up": spec((L, D, F), ("layers", "embed", "mlp")),
+              "down": spec((L, F, D), ("layers", "mlp", "embed"), std=_branch_std(cfg)),
           },
       },
   }
   if not cfg.tie_embeddings:
-    specs["lm_head"] = ParamSpec((D, V), ("embed", "vocab"))
+    specs["lm_head"] = spec((D, V), ("embed", "vocab"))
   return specs
 
 
