@@ -28,14 +28,8 @@ def main():
   size = SIZES["cpu"]
   extra = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.overrides)}
   demo._compilation_cache(os.path.join(args.out, "jit_cache"))
-  keys = {**{f"model.config.{k}": v for k, v in size.model.items()}, "mesh.data": -1, **demo._train_keys(size),
-          "workdir": args.out, "data.documents": size.base_worlds, "data.seed": 100,
-          "data.doc_readouts": size.base_readouts, "data.vocab_size": size.vocab_size,
-          "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
-          "optim.learning_rate": size.base_lr, "train.steps": size.base_steps, "train.checkpoint_every": 10**6,
-          **extra}
   t0 = time.perf_counter()
-  demo._train("pretrain", "tiny", **keys)
+  demo._train("pretrain", "tiny", **{**demo.base_keys(size, args.out), **extra})
   rows = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
   loss = [r["loss"] for r in rows if "loss" in r]
   curve = [round(sum(loss[i:i + 25]) / len(loss[i:i + 25]), 2) for i in range(0, len(loss), 25)]

@@ -191,6 +191,19 @@ def _train_keys(size: DemoSize) -> dict:
   return {f"train.{k}": v for k, v in (("compute_dtype", size.compute_dtype), ("remat", size.remat)) if v}
 
 
+def base_keys(size: DemoSize, workdir: str) -> dict:
+  """The stage overrides of a from-scratch size's base LM (`configs/pretrain.py`): its model, the
+  documents of size.base_worlds worlds, and its rows, learning rate and steps."""
+  import jax
+  return {**{f"model.config.{k}": v for k, v in size.model.items()}, **_train_keys(size),
+          "mesh.data": -1 if size.base_batch % jax.device_count() == 0 else 1,
+          "workdir": workdir, "data.documents": size.base_worlds, "data.seed": 100,
+          "data.doc_readouts": size.base_readouts, "data.vocab_size": size.vocab_size,
+          "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
+          "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,
+          "train.checkpoint_every": size.base_steps}
+
+
 def _stage_size(size: DemoSize) -> str:
   """The stage config size the demo's stages start from: `tiny` overridden by a from-scratch model,
   else the size's own (e.g. smollm2_135m, which loads its checkpoint)."""
@@ -271,18 +284,11 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
 
   import jax
   scratch = size.model is not None
-  model_keys = {f"model.config.{k}": v for k, v in (size.model or {}).items()}
   stage_size = _stage_size(size)
   init = size.init_from
   if scratch and size.base_worlds:
     _banner(f"2. base LM: {size.base_steps} steps on the documents of {size.base_worlds} worlds (shared by both arms)")
-    base_mesh = {"mesh.data": -1 if size.base_batch % jax.device_count() == 0 else 1}
-    init = _train("pretrain", "tiny", **model_keys, **base_mesh, **_train_keys(size), **{
-        "workdir": os.path.join(out_dir, "base"), "data.documents": size.base_worlds, "data.seed": 100,
-        "data.doc_readouts": size.base_readouts,
-        "data.vocab_size": size.vocab_size, "data.seq_len": size.base_seq, "data.batch_size": size.base_batch,
-        "optim.learning_rate": size.base_lr, "train.steps": size.base_steps,
-        "train.checkpoint_every": size.base_steps})
+    init = _train("pretrain", "tiny", **base_keys(size, os.path.join(out_dir, "base")))
     clock.lap("base LM")
 
   eval_tasks, tool_fn = held_out_tasks(size)
