@@ -40,5 +40,5 @@ setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={"test": TEST},
-    entry_points={"console_scripts": ["foresight-jax=foresight_jax.cli:main"]},
+    entry_points={"console_scripts": ["foresight-jax=foresight_jax.cli:entry"]},
 )

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import time
 
-T_START = time.perf_counter()
+# CLOCK_MONOTONIC on Linux, so the start of the process before the huge-page re-exec carries over
+T_START = float(__import__("os").environ.get("RL_STEP_T_START", time.perf_counter()))
 
 import argparse
 import json
@@ -45,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEERS = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers"))
 PY = os.path.join(ROOT, ".venv", "bin", "python")
+from foresight_jax import hostenv  # noqa: E402  (no jax import: the re-exec comes first)
 
 
 def parse_args(argv=None):
@@ -266,9 +268,11 @@ def side_by_side(args) -> None:
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.with_tunix:
+  if args.with_tunix:  # the peer's children get this process's environment as it is
     side_by_side(args)
     return
+  os.environ.setdefault("RL_STEP_T_START", repr(T_START))  # the first step counts from the first exec
+  hostenv.reexec_with_huge_pages()  # ours as the CLI runs it (foresight_jax/hostenv.py)
   rec = run_ours(args)
   sys.stdout.write(json.dumps(rec) + "\n")
   sys.stdout.flush()

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import common
+from foresight_jax import hostenv
 from foresight_jax.models import config as config_lib, kernels, params as params_lib, presets, transformer
 from foresight_jax.train import losses
 
@@ -43,6 +44,7 @@ def main():
   ap.add_argument("--no-torch", action="store_true", help="skip the transformers side (GPU runs)")
   ap.add_argument("--min-time", type=float, default=5.0)
   args = ap.parse_args()
+  hostenv.reexec_with_huge_pages()  # as the CLI runs; torch shares the process, so both sides get it
 
   rng = np.random.default_rng(0)
   if args.no_torch:
@@ -86,6 +88,7 @@ def main():
          "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
          "remat": args.remat, "scan_layers": cfg.scanned, "plain_loss": args.plain_loss, "packed": args.packed,
          "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": __import__("os").environ.get("XLA_FLAGS"),
+         "glibc_tunables": __import__("os").environ.get("GLIBC_TUNABLES"),
          "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}
   if args.profile:
     rec["profile"] = common.kernel_profile(ours, reps=3, steps=3)

@@ -214,6 +214,9 @@ def main():
     if getattr(a, k, None) is None:
       setattr(a, k, v)
 
+  if a.side in ("ours", "ours-split"):  # ours as the CLI runs it; the peer's side keeps its environment
+    from foresight_jax import hostenv
+    hostenv.reexec_with_huge_pages()
   if a.side == "ours":
     print(json.dumps(run_ours(a)), flush=True)
     return

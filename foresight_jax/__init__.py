@@ -5,12 +5,23 @@ Public API (kept stable):
     save_pretrained(config, params, out_dir)                safetensors + config.json
     logits(config, params, tokens) -> [batch, seq, vocab]   fp32, for int32 tokens [batch, seq]
     Tokenizer.load(path)                                    .model / tokenizer.json / dir / .gguf
+
+The names are imported on first use (PEP 562), so `foresight_jax.hostenv` can decide to re-execute
+the process before jax is imported.
 """
-from foresight_jax.models import ModelConfig, init_params, logits, model_config
-from foresight_jax.models.checkpoint import CheckpointError, load_pretrained, save_pretrained
-from foresight_jax.tokenizer import Tokenizer
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "ModelConfig", "Tokenizer", "init_params", "load_pretrained", "logits",
-           "model_config", "save_pretrained"]
+_HOME = {"ModelConfig": "foresight_jax.models", "init_params": "foresight_jax.models",
+         "logits": "foresight_jax.models", "model_config": "foresight_jax.models",
+         "CheckpointError": "foresight_jax.models.checkpoint", "load_pretrained": "foresight_jax.models.checkpoint",
+         "save_pretrained": "foresight_jax.models.checkpoint", "Tokenizer": "foresight_jax.tokenizer"}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name):
+  if name in _HOME:
+    return getattr(importlib.import_module(_HOME[name]), name)
+  raise AttributeError(f"module 'foresight_jax' has no attribute {name!r}")

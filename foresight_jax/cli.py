@@ -196,5 +196,13 @@ def main(argv=None) -> int:
   return args.fn(args)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+  """The `foresight-jax` console script: `main` in a process started with glibc's huge pages
+  (foresight_jax/hostenv.py says why; tests call `main` directly and keep their process)."""
+  from foresight_jax import hostenv
+  hostenv.reexec_with_huge_pages()
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  entry()
