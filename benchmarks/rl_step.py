@@ -29,14 +29,14 @@ peer's 32.
 """
 from __future__ import annotations
 
+import os
 import time
 
 # CLOCK_MONOTONIC on Linux, so the start of the process before the huge-page re-exec carries over
-T_START = float(__import__("os").environ.get("RL_STEP_T_START", time.perf_counter()))
+T_START = float(os.environ.get("RL_STEP_T_START", time.perf_counter()))
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
