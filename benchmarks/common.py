@@ -49,6 +49,17 @@ def timeit(fn, min_time=2.0, min_reps=3) -> float:
   return float(np.median(times))
 
 
+def interleaved(fns: dict, rounds: int = 3, min_time: float = 2.0) -> dict[str, list[float]]:
+  """Median seconds per call of each function, for `rounds` rounds that take the functions in turn
+  (a, b, a, b, ...): the host's drift (up to ±30% within minutes on a shared CPU host) then falls on
+  every side alike, so per-round ratios compare. Each function's first round pays its warm-up."""
+  times = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      times[name].append(timeit(fn, min_time / rounds))
+  return times
+
+
 def best_of(fn, reps: int) -> float:
   """Best seconds per call over `reps` calls after a warm-up call (which pays compilation); the
   result is blocked on, so asynchronous dispatch is inside the timing."""

@@ -69,9 +69,8 @@ def main():
   if args.ab_fusion:
     fused, unfused = cfg.replace(decode_fusion=True), cfg.replace(decode_fusion=False)
     same = bool((np.asarray(ours(fused).tokens) == np.asarray(ours(unfused).tokens)).all())
-    rounds = [(common.timeit(lambda: ours(fused), args.min_time), common.timeit(lambda: ours(unfused), args.min_time))
-              for _ in range(3)]
-    fused_s, unfused_s = (float(np.median(x)) for x in zip(*rounds))
+    rounds = common.interleaved({"fused": lambda: ours(fused), "unfused": lambda: ours(unfused)}, 3, 3 * args.min_time)
+    fused_s, unfused_s = (float(np.median(rounds[k])) for k in ("fused", "unfused"))
     ab = {"fused_ms_per_step": 1e3 * fused_s / args.new_tokens,
           "unfused_ms_per_step": 1e3 * unfused_s / args.new_tokens,
           "fusion_speedup": unfused_s / fused_s, "fusion_same_tokens": same}

@@ -42,7 +42,9 @@ def main():
   ap.add_argument("--profile", action="store_true",
                   help="also trace 3 steps with jax.profiler: kernel time by kind, GPU busy vs wall (GPU)")
   ap.add_argument("--no-torch", action="store_true", help="skip the transformers side (GPU runs)")
-  ap.add_argument("--min-time", type=float, default=5.0)
+  ap.add_argument("--min-time", type=float, default=5.0, help="seconds of timed calls per side, over all rounds")
+  ap.add_argument("--rounds", type=int, default=3,
+                  help="rounds in which ours and torch take turns; the ratio is the median of the rounds' ratios")
   args = ap.parse_args()
   hostenv.reexec_with_huge_pages()  # as the CLI runs; torch shares the process, so both sides get it
 
@@ -78,20 +80,7 @@ def main():
     (loss, _), g = grad_fn(params, batch)
     jax.block_until_ready(g)
 
-  t_ours = common.timeit(ours, args.min_time)
-  ntok = args.batch * args.seq
-  flops = config_lib.train_flops_per_token(cfg, args.seq) * ntok
-  peak = common.measured_matmul_peak(jnp.dtype(args.dtype))
-  rec = {"bench": "train_step", "preset": args.preset, "weights": args.weights, "seq": args.seq,
-         "batch": args.batch, "dtype": args.dtype, "param_dtype": args.param_dtype, "ours_tokens_per_s": ntok / t_ours,
-         "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
-         "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
-         "remat": args.remat, "scan_layers": cfg.scanned, "plain_loss": args.plain_loss, "packed": args.packed,
-         "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": __import__("os").environ.get("XLA_FLAGS"),
-         "glibc_tunables": __import__("os").environ.get("GLIBC_TUNABLES"),
-         "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}
-  if args.profile:
-    rec["profile"] = common.kernel_profile(ours, reps=3, steps=3)
+  fns = {"ours": ours}
   if hf is not None:
     import torch
     torch.set_num_threads(max(1, jax.local_devices()[0].platform == "cpu" and __import__("os").cpu_count() or 1))
@@ -105,8 +94,27 @@ def main():
       loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
       loss.backward()
 
-    t_torch = common.timeit(theirs, args.min_time)
-    rec.update(torch_tokens_per_s=ntok / t_torch, ratio_ours_over_torch=t_torch / t_ours,
+    fns["torch"] = theirs
+  # the sides take turns over --rounds rounds, so the host's drift falls on both alike
+  times = common.interleaved(fns, args.rounds, args.min_time)
+  t_ours = float(np.median(times["ours"]))
+  ntok = args.batch * args.seq
+  flops = config_lib.train_flops_per_token(cfg, args.seq) * ntok
+  peak = common.measured_matmul_peak(jnp.dtype(args.dtype))
+  rec = {"bench": "train_step", "preset": args.preset, "weights": args.weights, "seq": args.seq,
+         "batch": args.batch, "dtype": args.dtype, "param_dtype": args.param_dtype, "ours_tokens_per_s": ntok / t_ours,
+         "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
+         "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
+         "remat": args.remat, "scan_layers": cfg.scanned, "plain_loss": args.plain_loss, "packed": args.packed,
+         "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": __import__("os").environ.get("XLA_FLAGS"),
+         "glibc_tunables": __import__("os").environ.get("GLIBC_TUNABLES"), "rounds": args.rounds,
+         "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}
+  if args.profile:
+    rec["profile"] = common.kernel_profile(ours, reps=3, steps=3)
+  if hf is not None:
+    per_round = [t / o for o, t in zip(times["ours"], times["torch"])]
+    rec.update(torch_tokens_per_s=ntok / float(np.median(times["torch"])),
+               ratio_ours_over_torch=float(np.median(per_round)), ratio_per_round=[round(r, 3) for r in per_round],
                torch_threads=torch.get_num_threads(), torch=torch.__version__)
   common.emit(rec)
 
