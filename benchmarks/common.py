@@ -38,9 +38,10 @@ def measured_matmul_peak(dtype=jnp.float32, n=None) -> float:
   return 2 * n ** 3 / t
 
 
-def timeit(fn, min_time=2.0, min_reps=3) -> float:
+def timeit(fn, min_time=2.0, min_reps=3, warmup: bool = True) -> float:
   """Median seconds per call after one warm-up (the warm-up pays compilation)."""
-  fn()
+  if warmup:
+    fn()
   times, start = [], time.perf_counter()
   while len(times) < min_reps or time.perf_counter() - start < min_time:
     t0 = time.perf_counter()
@@ -52,11 +53,12 @@ def timeit(fn, min_time=2.0, min_reps=3) -> float:
 def interleaved(fns: dict, rounds: int = 3, min_time: float = 2.0) -> dict[str, list[float]]:
   """Median seconds per call of each function, for `rounds` rounds that take the functions in turn
   (a, b, a, b, ...): the host's drift (up to ±30% within minutes on a shared CPU host) then falls on
-  every side alike, so per-round ratios compare. Each function's first round pays its warm-up."""
+  every side alike, so per-round ratios compare. One function alone is timed in one round."""
+  rounds = rounds if len(fns) > 1 else 1
   times = {name: [] for name in fns}
-  for _ in range(rounds):
+  for r in range(rounds):
     for name, fn in fns.items():
-      times[name].append(timeit(fn, min_time / rounds))
+      times[name].append(timeit(fn, min_time / rounds, warmup=r == 0))
   return times
 
 
