@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +84,7 @@ def main():
   fns = {"ours": ours}
   if hf is not None:
     import torch
-    torch.set_num_threads(max(1, jax.local_devices()[0].platform == "cpu" and __import__("os").cpu_count() or 1))
+    torch.set_num_threads(max(1, jax.local_devices()[0].platform == "cpu" and os.cpu_count() or 1))
     ids = torch.from_numpy(tokens[:, :-1].astype(np.int64))
     labels = torch.from_numpy(tokens[:, 1:].astype(np.int64))
     hf.train()
@@ -106,8 +107,8 @@ def main():
          "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
          "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
          "remat": args.remat, "scan_layers": cfg.scanned, "plain_loss": args.plain_loss, "packed": args.packed,
-         "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": __import__("os").environ.get("XLA_FLAGS"),
-         "glibc_tunables": __import__("os").environ.get("GLIBC_TUNABLES"), "rounds": len(times["ours"]),
+         "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": os.environ.get("XLA_FLAGS"),
+         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "rounds": len(times["ours"]),
          "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}
   if args.profile:
     rec["profile"] = common.kernel_profile(ours, reps=3, steps=3)
