@@ -57,17 +57,36 @@ def chat_generate_fn(cfg, params, tok, max_positions: int, progress=None, batch:
 
 class StageClock:
   """Wall seconds by stage, summed over arms (timing.json and the run's last line): where a demo's
-  minutes go, so a slow run names its slow stage."""
+  minutes go, so a slow run names its slow stage.
 
-  def __init__(self):
-    self._t = time.perf_counter()
+  With `shares` ((stage, share of a whole run) pairs, from the size) and `plan` (laps each stage will
+  take: one per arm for WM-AMT and FE-SFT), each lap also prints the run's pace: the time so far over
+  the share of the planned work done, i.e. the whole run's expected length on this host as it runs."""
+
+  def __init__(self, shares: tuple = (), plan: dict | None = None, now=time.perf_counter):
+    self._now = now
+    self._t = self._start = now()
     self.seconds: dict[str, float] = {}
+    self._plan = {s: n for s, n in (plan or {}).items() if n > 0}
+    total = sum(w for s, w in shares if s in self._plan)
+    self._shares = {s: w / total for s, w in shares if s in self._plan} if total else {}
+    self._laps: dict[str, int] = {}
 
   def lap(self, stage: str) -> None:
     """Charge the time since the last lap to `stage`."""
-    now = time.perf_counter()
+    now = self._now()
     self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
     self._t = now
+    self._laps[stage] = self._laps.get(stage, 0) + 1
+    done = self.done_fraction()
+    if stage in self._shares and 0.15 <= done < 1.0:  # before 15% the setup's fixed costs dominate
+      spent = now - self._start
+      print(f"  [demo] {spent / 60:.1f} min so far, about {done:.0%} of the run: at this pace the whole "
+            f"run takes about {spent / done / 60:.1f} min", flush=True)
+
+  def done_fraction(self) -> float:
+    """Share of the planned run whose stages have finished (0 without shares)."""
+    return sum(w * min(1.0, self._laps.get(s, 0) / self._plan[s]) for s, w in self._shares.items())
 
   def summary(self) -> str:
     return "time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
@@ -259,7 +278,10 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
 
   size = SIZES[size] if isinstance(size, str) else size
   t0 = time.perf_counter()
-  clock = StageClock()
+  clock = StageClock(size.stage_shares, plan={
+      "setup and foundation check": 1, "data": 1, "base LM": int(size.model is not None and size.base_worlds > 0),
+      "WM-AMT": len(ARMS), "FE-SFT": len(ARMS), "FC-RL": int(rl), "GRPO": int(rl), "evaluation": 1,
+      "tables and report": 1})
   _compilation_cache(os.path.join(out_dir, "jit_cache"))
   expect = header(size, train_metrics.measure_peak_flops())
   data = os.path.join(out_dir, "data")
@@ -300,7 +322,7 @@ def run(out_dir: str, size: str | DemoSize = "cpu", *, smollm2: bool = True, rl:
     runs[arm] = {"held_out_loss": _last_eval_loss(sft_dir)}
     if arm == "WM-AMT+FE-SFT":
       runs[arm]["untrained_held_out_loss"] = untrained_held_out_loss(sft_dir)
-      clock.lap("FE-SFT")
+      clock.lap("untrained model's loss")
 
   if rl:
     start = hf_dirs["WM-AMT+FE-SFT"]

@@ -136,9 +136,20 @@ class DemoSize:
   # FC-RL and GRPO 549 s at 0.45 where this model said 578 s: both parts x 0.95 (9.6 min at 0.40)
   minutes_at_reference: float = 3.8
   fixed_minutes: float = 5.4
+  # (stage, share of the whole run) for the running estimate the demo prints after each stage; ()
+  # for none. The header's model above scales by the matmul peak only, and on the slow hosts it ran
+  # low (17.1 min predicted, 26.4 taken), while the stages' shares of a run hardly move with the host.
+  stage_shares: tuple = ()
 
 
 REFERENCE_TFLOPS = 0.44  # the fp32 matmul peak of the host the sizes were measured on
+
+# Each stage's share of a `cpu`-size run, summed over arms: the mean of two clean clones' stage times
+# (BUILD_NOTES, "The demo's running estimate"): 534 s at 0.45 TFLOP/s and 1,590 s at 0.14, whose
+# shares agree within 1.5 points although the runs differ threefold.
+CPU_STAGE_SHARES = (("setup and foundation check", 0.020), ("data", 0.016), ("base LM", 0.156), ("WM-AMT", 0.299),
+                    ("FE-SFT", 0.312), ("FC-RL", 0.058), ("GRPO", 0.039), ("evaluation", 0.092),
+                    ("tables and report", 0.008))
 
 CPU_MODEL = dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=2, num_kv_heads=1,
                  head_dim=64, max_position_embeddings=2048, tie_embeddings=True,
@@ -146,7 +157,7 @@ CPU_MODEL = dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads
 
 SIZES = {
     "cpu": DemoSize("cpu", CPU_MODEL, remat="full", hops=(1, 2), base_readouts=True, forecast_noise=0.5,
-                    n_sft=2400, max_turns=4),
+                    n_sft=2400, max_turns=4, stage_shares=CPU_STAGE_SHARES),
     # measured on one H200 and one H100 (BUILD_NOTES, "make demo --size smollm2_135m"): both arms
     # and their evaluations in 196 s; with 12 FC-RL and 12 GRPO steps at lr 2e-5, 379 s in all
     # (FC-RL moved Brier 0.79 -> 0.02 and grounding 0.30 -> 0.62, GRPO accuracy 0.02 -> 0.07)

@@ -128,3 +128,23 @@ def test_demo_header_states_size_and_time_or_says_it_is_not_modelled(capsys):
   out = capsys.readouterr().out
   assert "not modelled" in out and "0.0 min" not in out and "WARNING" not in out
   assert "no base LM (every arm starts from @smollm2_135m_gguf)" in out
+
+
+def test_stage_clock_prints_the_runs_pace_from_the_stage_shares(capsys):
+  """After each planned stage from 15% of the run on, the clock prints the time so far over the
+  share done. Stage c is not planned, so its share is dropped and the rest renormalised (a 1/14,
+  b 9/14 over two laps, d 4/14); a lap of an unplanned stage, and the last lap, print nothing."""
+  ticks = iter([0.0, 5.0, 25.0, 26.0, 45.0, 63.0])
+  clock = demo.StageClock((("a", 0.05), ("b", 0.45), ("c", 0.3), ("d", 0.2)),
+                          plan={"a": 1, "b": 2, "c": 0, "d": 1}, now=lambda: next(ticks))
+  clock.lap("a")  # 1/14 done: too early to say
+  assert clock.done_fraction() == pytest.approx(1 / 14) and capsys.readouterr().out == ""
+  clock.lap("b")  # 1/14 + 4.5/14 done in 25 s: 63.6 s in all
+  assert "0.4 min so far, about 39% of the run: at this pace the whole run takes about 1.1 min" in capsys.readouterr().out
+  clock.lap("extra")
+  assert capsys.readouterr().out == "" and clock.seconds["extra"] == pytest.approx(1.0)
+  clock.lap("b")  # 10/14 done in 45 s: 63 s in all
+  assert "0.8 min so far, about 71% of the run" in capsys.readouterr().out
+  clock.lap("d")
+  assert clock.done_fraction() == pytest.approx(1.0) and capsys.readouterr().out == ""
+  assert clock.summary() == "time by stage: a 5 s, b 39 s, extra 1 s, d 18 s"
