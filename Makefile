@@ -26,11 +26,16 @@ $(VENV)/.test-installed: setup.py Makefile $(VENV)/.core-installed
 demo: $(VENV)/.core-installed
 	$(VENV)/bin/foresight-jax demo
 
+# Two pytest workers (pytest-xdist), one file per worker at a time (module fixtures are built once):
+# run serially the suite keeps 1.4 of the 2 cores busy, because XLA compiles on one thread.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-all: $(VENV)/.test-installed
-	$(PY) -m pytest -q -m ""
+	$(PYTEST) -m ""
 
 bench: $(VENV)/.test-installed
 	$(PY) benchmarks/train_step.py --preset smollm2_135m --seq 512 --batch 4

@@ -25,6 +25,7 @@ CORE = [
 
 TEST = [
     "pytest>=8.0",
+    "pytest-xdist>=3.5",  # `make test` runs two workers: serial compiles leave a core idle
     "torch==2.13.0",  # exact: the local CPU wheel; any other version pulls GBs of CUDA
     "transformers>=5.0",
     "psutil>=5.9",

@@ -38,10 +38,13 @@ def _prompts(cfg, lens=LENS, seed=0):
 _forward = jax.jit(transformer.forward, static_argnums=0)
 
 
-def _naive_greedy(cfg, params, rows, n):
-  """Greedy with a full no-cache forward per step (right-padded buffer: causality ignores the tail)."""
+def _naive_greedy(cfg, params, rows, n, width=None):
+  """Greedy with a full no-cache forward per step (right-padded buffer: causality ignores the tail).
+  A fixed `width` keeps one buffer shape across calls, so the forward compiles once."""
   b = len(rows)
-  buf = np.zeros((b, max(map(len, rows)) + n), np.int32)
+  need = max(map(len, rows)) + n
+  assert width is None or width >= need, (width, need)
+  buf = np.zeros((b, width or need), np.int32)
   cur = np.asarray([len(r) for r in rows])
   for r, row in enumerate(rows):
     buf[r, :len(row)] = row
@@ -426,9 +429,10 @@ def test_extend_multi_turn_equals_naive_greedy_on_the_compacted_sequence(name):
   active = [np.asarray([1, 0, 1, 1, 1, 1, 1, 1], bool), np.ones(b, bool)]
   obs = [rng.integers(3, cfg.vocab_size, (b, 5)).astype(np.int32) for _ in obs_lens]
   segments = []
+  cache_len = prompt.shape[1] + 3 * (n + 6)
   state = S.prefill(cfg, params, jnp.asarray(prompt), jnp.asarray(lens), jax.random.key(0), greedy,
                     S.StopSpec.make(b, max_new_tokens_per_row=limits[0]), max_new_tokens=n,
-                    cache_len=prompt.shape[1] + 3 * (n + 6))
+                    cache_len=cache_len)
   state = S.decode(cfg, params, state, greedy, S.StopSpec.make(b, max_new_tokens_per_row=limits[0]))
   segments.append(state.output())
   for t in range(2):
@@ -447,7 +451,7 @@ def test_extend_multi_turn_equals_naive_greedy_on_the_compacted_sequence(name):
         assert length == 0, (r, t)
         continue
       assert length == limits[t][r], (r, t, length)
-      ref_tok, ref_lp = _naive_greedy(cfg, params, [np.asarray(seq, np.int32)], length)
+      ref_tok, ref_lp = _naive_greedy(cfg, params, [np.asarray(seq, np.int32)], length, width=cache_len)
       np.testing.assert_array_equal(np.asarray(out.tokens)[r, :length], ref_tok[0], err_msg=f"row {r} turn {t}")
       np.testing.assert_allclose(np.asarray(out.logprobs)[r, :length], ref_lp[0], atol=1e-4, err_msg=f"row {r} turn {t}")
       seq += [int(x) for x in np.asarray(out.tokens)[r, :length]]

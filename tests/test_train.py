@@ -370,5 +370,9 @@ def test_loop_times_each_step_itself_when_the_call_runs_it(tmp_path, with_eval):
                           eval_every=2, peak_flops_per_device=1e12)
   loop.run(program, tcfg, iter([{}] * 10), str(tmp_path), _one_device_mesh(), handle_sigterm=False)
   recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  got = [r["step_time_s"] for r in recs]
-  np.testing.assert_allclose(got, [durations[s] for s in (1, 2, 3, 4)], atol=0.045)
+  got = np.asarray([r["step_time_s"] for r in recs])
+  want = np.asarray([durations[s] for s in (1, 2, 3, 4)])
+  # A sleep lasts at least its time, so the lower bound is tight; the upper one leaves room for a host
+  # busy with other work (a parallel test worker compiling) but not for a neighbour's time: the bug's
+  # record [0.10, 0.20, 0.05, ~0] or an eval's 0.25 s inside a step both fall outside.
+  assert np.all(got >= want - 0.005) and np.all(got <= want + 0.12), got

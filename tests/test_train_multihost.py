@@ -59,7 +59,7 @@ def test_two_processes_match_one(tmp_path):
       env=_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
   try:
-    outs = [p.communicate(timeout=100)[0] for p in procs]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
   finally:
     for p in procs:  # a process left waiting on its peer would otherwise outlive the test
       if p.poll() is None:
@@ -68,7 +68,7 @@ def test_two_processes_match_one(tmp_path):
   for i, (p, out) in enumerate(zip(procs, outs)):
     assert p.returncode == 0, f"process {i} rc={p.returncode}\n{out[-4000:]}"
   single = tmp_path / "single"
-  s = subprocess.run(_cmd(single), env=_env(4), cwd=ROOT, capture_output=True, text=True, timeout=100)
+  s = subprocess.run(_cmd(single), env=_env(4), cwd=ROOT, capture_output=True, text=True, timeout=240)
   assert s.returncode == 0, s.stderr[-4000:]
 
   plan = json.loads(next(line for line in outs[0].splitlines() if line.startswith('{"stage"')))
