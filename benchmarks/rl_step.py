@@ -113,17 +113,17 @@ def run_ours(args) -> dict:
 
   from foresight_jax import sharding
   from foresight_jax.models.config import param_count
-  from foresight_jax.rl import arith
+  from foresight_jax.rl import arith, arith_task
 
 
   n, g, t, s = args.prompts, args.group, args.max_new_tokens, args.steps
-  sp = arith.build_tokenizer(args.work_dir)
-  batches = arith.make_batches(n, s, args.seed)
+  sp = arith_task.build_tokenizer(args.work_dir)
+  batches = arith_task.make_batches(n, s, args.seed)
   longest = max(len(sp.encode(p)) + 1 for b in batches for p in b["prompts"])
   width = -(-longest // 8) * 8 if args.prompt_width == "auto" else int(args.prompt_width)
   if longest > width:
     sys.exit(f"a prompt is {longest} tokens with BOS, more than --prompt-width {width}")
-  cfg = arith.model_config()
+  cfg = arith_task.model_config()
   acfg = arith.ArithConfig(group_size=g, max_new_tokens=t, aggregation=args.aggregation)
   tx, schedule = arith.optimizer()
   n_dev = args.mesh[0] * args.mesh[1]
@@ -135,7 +135,7 @@ def run_ours(args) -> dict:
   # placed on the mesh from the start (replicated; rows are split over fsdp by the model's
   # constraints), so step 2 sees the same input shardings as step 1 and does not recompile
   state = jax.device_put(arith.init_state(cfg, tx, args.seed), sharding.replicated(mesh))
-  table = jax.device_put(arith.DigitTable.build(sp), sharding.replicated(mesh))
+  table = jax.device_put(arith_task.DigitTable.build(sp), sharding.replicated(mesh))
   ref0 = [np.array(x) for x in jax.tree.leaves(state.ref_params)]
 
   step_s, cpu_s, tokens, rewards, faults = [], [], [], [], []
@@ -145,7 +145,7 @@ def run_ours(args) -> dict:
     step = arith.make_step(cfg, acfg, tx, schedule, mesh)
     for b in batches:
       t0, c0, f0 = time.perf_counter(), time.process_time(), _minflt()
-      state, m = step(state, arith.encode_batch(sp, b, width), table)
+      state, m = step(state, arith_task.encode_batch(sp, b, width), table)
       jax.block_until_ready(state.params)
       step_s.append(time.perf_counter() - t0)
       cpu_s.append(time.process_time() - c0)
@@ -157,7 +157,7 @@ def run_ours(args) -> dict:
     with jax.set_mesh(mesh):
       for b in batches:
         t0, c0, f0 = time.perf_counter(), time.process_time(), _minflt()
-        eb = arith.encode_batch(sp, b, width)
+        eb = arith_task.encode_batch(sp, b, width)
         rng, ro = roll(state.params, state.rng, eb)
         jax.block_until_ready(ro)
         t1 = time.perf_counter()
@@ -196,7 +196,7 @@ def run_ours(args) -> dict:
       "max_param_update": float(f"{max_update:.3g}"),
       "reference_frozen": ref_frozen,
       "params": int(param_count(cfg)),
-      "model": dict(arith.MODEL, max_prompt_length=width, beta=acfg.beta, aggregation=acfg.aggregation,
+      "model": dict(arith_task.MODEL, max_prompt_length=width, beta=acfg.beta, aggregation=acfg.aggregation,
                     update_chunks=acfg.update_chunks),
       "flax": flax.__version__,
       "cpu_s_per_step": round(mid(cpu_s), 4),

@@ -12,6 +12,7 @@ import pytest
 
 from foresight_jax.models.config import param_count
 from foresight_jax.rl import arith as A
+from foresight_jax.rl import arith_task as AT
 from foresight_jax.rl import grpo
 from foresight_jax.rl.layout import KIND_GEN, KIND_PAD
 
@@ -28,26 +29,26 @@ EASY = dict(max_operand=4, max_new_tokens=16, lr=3e-3, steps=40, prompt_width=16
 
 @pytest.fixture(scope="module")
 def sp(tmp_path_factory):
-  return A.build_tokenizer(str(tmp_path_factory.mktemp("spm")))
+  return AT.build_tokenizer(str(tmp_path_factory.mktemp("spm")))
 
 
 @pytest.fixture(scope="module")
 def table(sp):
-  return A.DigitTable.build(sp)
+  return AT.DigitTable.build(sp)
 
 
 @pytest.fixture(scope="module")
 def easy_run(sp, table):
   """One compiled step (the easy task), run for EASY['steps'] steps from seed 0."""
-  cfg = A.model_config()
+  cfg = AT.model_config()
   acfg = A.ArithConfig(max_new_tokens=EASY["max_new_tokens"])
   tx, schedule = A.optimizer(EASY["lr"])
   state = A.init_state(cfg, tx, seed=0)
   ref0 = jax.tree.map(np.asarray, state.ref_params)
   params0 = jax.tree.map(np.asarray, state.params)
   step = A.make_step(cfg, acfg, tx, schedule)
-  batches = [A.encode_batch(sp, b, EASY["prompt_width"])
-             for b in A.make_batches(8, EASY["steps"], seed=0, max_operand=EASY["max_operand"])]
+  batches = [AT.encode_batch(sp, b, EASY["prompt_width"])
+             for b in AT.make_batches(8, EASY["steps"], seed=0, max_operand=EASY["max_operand"])]
   # the first two steps see the same prompts: their samples must still differ
   batches.insert(1, batches[0])
   metrics = []
@@ -69,13 +70,13 @@ def _peer():
 def test_same_work_as_the_peer():
   """Model sizes, constants, tokenizer corpus and prompts are the peer's, byte for byte."""
   peer = _peer()
-  assert A.MODEL == peer.MODEL
-  assert (A.MAX_PROMPT_LENGTH, A.TEMPERATURE, A.LEARNING_RATE, A.BETA, A.EPSILON) == (
+  assert AT.MODEL == peer.MODEL
+  assert (AT.MAX_PROMPT_LENGTH, AT.TEMPERATURE, AT.LEARNING_RATE, AT.BETA, AT.EPSILON) == (
       peer.MAX_PROMPT_LENGTH, peer.TEMPERATURE, peer.LEARNING_RATE, peer.BETA, peer.EPSILON)
-  assert A.corpus_lines() == peer._corpus_lines()
-  for ours, theirs in zip(A.make_batches(8, 3, seed=5), peer.make_batches(8, 3, seed=5)):
+  assert AT.corpus_lines() == peer._corpus_lines()
+  for ours, theirs in zip(AT.make_batches(8, 3, seed=5), peer.make_batches(8, 3, seed=5)):
     assert ours["prompts"] == list(theirs["prompts"]) and ours["answer"] == list(theirs["answer"])
-  cfg = A.model_config()
+  cfg = AT.model_config()
   assert (cfg.family, cfg.qk_norm, cfg.tie_embeddings, cfg.num_layers, cfg.hidden_size, cfg.intermediate_size,
           cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size) == (
       "qwen3", True, False, 2, 64, 256, 4, 2, 16, 512)
@@ -88,7 +89,7 @@ def _oracle_cases(sp, n=400, seed=0):
   r = random.Random(seed)
   v = sp.get_piece_size()
   digit_ids = [i for i in range(v) if any(c.isdigit() for c in sp.id_to_piece(i))]
-  special = [A.PAD_ID, A.UNK_ID, A.BOS_ID]
+  special = [AT.PAD_ID, AT.UNK_ID, AT.BOS_ID]
   t = 24
   toks = np.zeros((n, t), np.int32)
   lengths = np.zeros(n, np.int32)
@@ -98,10 +99,10 @@ def _oracle_cases(sp, n=400, seed=0):
                                                          else r.randrange(4, v)) for _ in range(t)]
     length = r.randint(1, t)
     if r.random() < 0.3:  # ended by EOS: the sampler counts it in the length, the text stops before it
-      row[length - 1] = A.EOS_ID
-    row[length:] = [A.PAD_ID] * (t - length)  # what the sampler writes after a row ends
+      row[length - 1] = AT.EOS_ID
+    row[length:] = [AT.PAD_ID] * (t - length)  # what the sampler writes after a row ends
     toks[k], lengths[k] = row, length
-    text = sp.decode([x for x in row[:length] if x != A.EOS_ID])
+    text = sp.decode([x for x in row[:length] if x != AT.EOS_ID])
     runs = [m for m in "".join(c if c.isdigit() else " " for c in text).split() if m]
     if runs and r.random() < 0.5:
       run = r.choice(runs)
@@ -116,9 +117,9 @@ def _oracle_cases(sp, n=400, seed=0):
 
 def test_in_graph_reward_matches_the_python_oracle(sp, table):
   toks, lengths, golds, texts = _oracle_cases(sp)
-  gold, gold_len = A.encode_golds(golds)
-  valid = (np.arange(toks.shape[1])[None] < lengths[:, None]) & (toks != A.EOS_ID)
-  got = np.asarray(jax.jit(A.contains_gold)(table, toks, valid, gold, gold_len))
+  gold, gold_len = AT.encode_golds(golds)
+  valid = (np.arange(toks.shape[1])[None] < lengths[:, None]) & (toks != AT.EOS_ID)
+  got = np.asarray(jax.jit(AT.contains_gold)(table, toks, valid, gold, gold_len))
   want = np.array([float(g in text) for g, text in zip(golds, texts)])
   assert 100 <= want.sum() <= len(want) - 100, want.sum()  # both outcomes well represented
   bad = np.flatnonzero(got != want)
@@ -131,7 +132,7 @@ def test_rewards_of_real_rollouts_match_the_oracle(sp, easy_run):
     answers = ["".join(str(d) for d in g[:n]) for g, n in zip(b.gold, b.gold_len)]
     for row, (comp, rew) in enumerate(zip(m["completion"], m["rewards"])):
       ids = [int(x) for x in comp]
-      ids = ids[:ids.index(A.EOS_ID)] if A.EOS_ID in ids else ids
+      ids = ids[:ids.index(AT.EOS_ID)] if AT.EOS_ID in ids else ids
       assert rew == float(answers[row // 4] in sp.decode(ids))
 
 
@@ -169,7 +170,7 @@ def _chunk_case(sp, cfg):
   trivially zero), advantages: everything the loss reads."""
   tx, _ = A.optimizer()
   state = A.init_state(cfg, tx, seed=3)
-  b = A.encode_batch(sp, A.make_batches(8, 1, seed=3)[0], 16)
+  b = AT.encode_batch(sp, AT.make_batches(8, 1, seed=3)[0], 16)
   ref = jax.jit(lambda p: jax.tree.map(lambda x: x + 0.01 * jax.random.normal(jax.random.key(1), x.shape), p))(
       state.params)
   adv = jax.random.normal(jax.random.key(2), (32,))
@@ -180,7 +181,7 @@ def test_chunked_update_and_logprobs_are_the_one_pass_values(sp):
   """update_chunks only changes scratch memory: loss, metrics and grads equal one pass; the
   update's log-probs equal the sampler's own for every sampled token. (One layer: the same code
   paths at half the compile time.)"""
-  cfg = A.model_config(num_layers=1)
+  cfg = AT.model_config(num_layers=1)
   params, ref, b, adv = _chunk_case(sp, cfg)
   acfg4 = A.ArithConfig(max_new_tokens=8, update_chunks=4)
   acfg1 = A.ArithConfig(max_new_tokens=8, update_chunks=1)
@@ -206,7 +207,7 @@ def test_chunked_update_and_logprobs_are_the_one_pass_values(sp):
 def test_update_logprobs_are_grpo_token_logprobs_on_compacted_rows(sp):
   """The left-padded rows give grpo.token_logprobs's values on the same rows compacted (prompt
   first, as rl/layout.py lays rows out)."""
-  cfg = A.model_config()
+  cfg = AT.model_config()
   params, _, b, _ = _chunk_case(sp, cfg)
   ro = jax.device_get(jax.jit(lambda p, k: A.rollout(cfg, A.ArithConfig(max_new_tokens=8), p, b, k))(
       params, jax.random.key(7)))
@@ -228,29 +229,29 @@ def test_update_logprobs_are_grpo_token_logprobs_on_compacted_rows(sp):
 def test_peer_sized_step_runs_and_counts_tokens(sp, table):
   """The benchmark's shapes (N=8, G=4, P=32, T=64): a few steps, finite, tokens counted as the
   peer counts them (EOS excluded)."""
-  cfg = A.model_config()
+  cfg = AT.model_config()
   acfg = A.ArithConfig()
   tx, schedule = A.optimizer()
   state = A.init_state(cfg, tx, seed=0)
   step = A.make_step(cfg, acfg, tx, schedule)
-  for b in A.make_batches(8, 3, seed=0):
-    state, m = step(state, A.encode_batch(sp, b), table)
+  for b in AT.make_batches(8, 3, seed=0):
+    state, m = step(state, AT.encode_batch(sp, b), table)
     comp = np.asarray(m["completion"])
     assert np.isfinite(float(m["loss"]))
     # every real token is counted (a pad the policy sampled mid-row too, so >=), EOS never
-    assert ((comp != A.PAD_ID) & (comp != A.EOS_ID)).sum() <= int(m["completion_tokens"]) <= 8 * 4 * 64
+    assert ((comp != AT.PAD_ID) & (comp != AT.EOS_ID)).sum() <= int(m["completion_tokens"]) <= 8 * 4 * 64
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_short_run_learns_with_other_seeds(sp, table, seed):
-  cfg = A.model_config()
+  cfg = AT.model_config()
   acfg = A.ArithConfig(max_new_tokens=EASY["max_new_tokens"])
   tx, schedule = A.optimizer(EASY["lr"])
   state = A.init_state(cfg, tx, seed=seed)
   step = A.make_step(cfg, acfg, tx, schedule)
   r = []
-  for b in A.make_batches(8, EASY["steps"], seed=seed, max_operand=EASY["max_operand"]):
-    state, m = step(state, A.encode_batch(sp, b, EASY["prompt_width"]), table)
+  for b in AT.make_batches(8, EASY["steps"], seed=seed, max_operand=EASY["max_operand"]):
+    state, m = step(state, AT.encode_batch(sp, b, EASY["prompt_width"]), table)
     r.append(float(m["reward"]))
   assert np.mean(r[-10:]) - np.mean(r[:10]) >= 0.08  # measured: +0.25 (seed 1), +0.17 (seed 2)
