@@ -5,6 +5,11 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The suite's time is mostly XLA compiling small programs that then run for milliseconds, so compile
+# them with LLVM's backend optimisation off (O0, no expensive passes; XLA's HLO passes, hence every
+# op and fusion, are unchanged). Set here, so subprocesses the tests start inherit it too.
+# `JAX_DISABLE_MOST_OPTIMIZATIONS=0 make test` runs the suite on fully optimised code.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import atexit  # noqa: E402
 import shutil  # noqa: E402

@@ -374,5 +374,8 @@ def test_loop_times_each_step_itself_when_the_call_runs_it(tmp_path, with_eval):
   want = np.asarray([durations[s] for s in (1, 2, 3, 4)])
   # A sleep lasts at least its time, so the lower bound is tight; the upper one leaves room for a host
   # busy with other work (a parallel test worker compiling) but not for a neighbour's time: the bug's
-  # record [0.10, 0.20, 0.05, ~0] or an eval's 0.25 s inside a step both fall outside.
-  assert np.all(got >= want - 0.005) and np.all(got <= want + 0.12), got
+  # record [0.10, 0.20, 0.05, ~0] or an eval's 0.25 s inside step 2 or 3 both fall outside. Step 1
+  # also pays for its ops' first dispatch (0.51 s for its 0.30 s once, beside a compiling worker);
+  # no eval precedes it and the lower bound alone catches the bug's 0.10 there.
+  slack = np.asarray([0.5, 0.12, 0.12, 0.12])
+  assert np.all(got >= want - 0.005) and np.all(got <= want + slack), got
