@@ -243,15 +243,20 @@ def test_peer_sized_step_runs_and_counts_tokens(sp, table):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_short_run_learns_with_other_seeds(sp, table, seed):
+def test_short_run_learns_with_other_seeds(sp, table):
+  """Seed 0 is no lucky draw: from seeds 1-4 the reward rises in every run, by 0.1 on average. A
+  40-step run's gain moves with float rounding (the same seed: +0.056 with the suite's LLVM O0 codegen,
+  +0.237 fully optimised), so the claim is pooled; a run that does not learn gains 0 +- ~0.04."""
   cfg = AT.model_config()
   acfg = A.ArithConfig(max_new_tokens=EASY["max_new_tokens"])
   tx, schedule = A.optimizer(EASY["lr"])
-  state = A.init_state(cfg, tx, seed=seed)
   step = A.make_step(cfg, acfg, tx, schedule)
-  r = []
-  for b in AT.make_batches(8, EASY["steps"], seed=seed, max_operand=EASY["max_operand"]):
-    state, m = step(state, AT.encode_batch(sp, b, EASY["prompt_width"]), table)
-    r.append(float(m["reward"]))
-  assert np.mean(r[-10:]) - np.mean(r[:10]) >= 0.08  # measured: +0.25 (seed 1), +0.17 (seed 2)
+  gains = []
+  for seed in (1, 2, 3, 4):
+    state, r = A.init_state(cfg, tx, seed=seed), []
+    for b in AT.make_batches(8, EASY["steps"], seed=seed, max_operand=EASY["max_operand"]):
+      state, m = step(state, AT.encode_batch(sp, b, EASY["prompt_width"]), table)
+      r.append(float(m["reward"]))
+    gains.append(np.mean(r[-10:]) - np.mean(r[:10]))
+  # measured on cpu-dev: +0.056, +0.119, +0.316, +0.334 (O0); +0.237, +0.266, +0.316, +0.300 (optimised)
+  assert min(gains) > 0 and np.mean(gains) >= 0.1, np.round(gains, 3)
