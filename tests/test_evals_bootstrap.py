@@ -56,6 +56,8 @@ def test_paired_difference_uses_the_same_tasks_and_detects_separation():
   b = [unit(0) for _ in range(30)]
   d = B.paired_differences(a, b, keys=("accuracy",))["accuracy"]
   assert d == (1.0, 1.0, 1.0) and B.separated(d)
+  d = B.paired_differences(b, a, keys=("accuracy",))["accuracy"]
+  assert d == (-1.0, -1.0, -1.0) and B.separated(d)  # separated on either side of 0
   same = B.paired_differences(a, a, keys=("accuracy",))["accuracy"]
   assert same == (0.0, 0.0, 0.0) and not B.separated(same)
   # a mixed pair whose difference straddles 0
@@ -65,6 +67,37 @@ def test_paired_difference_uses_the_same_tasks_and_detects_separation():
   assert d[1] < 0 < d[2] and not B.separated(d)
   with pytest.raises(ValueError, match="same tasks"):
     B.paired_differences(a, b[:3])
+
+
+def test_paired_difference_resamples_the_same_tasks_for_both_runs():
+  """Given indices, each resample's difference is figure(a[idx]) - figure(b[idx]) for the SAME idx,
+  by hand; and two runs that differ on few tasks are told apart, as unpaired intervals could not."""
+  a = [unit(o) for o in (1, 1, 0, 1, 0)]
+  b = [unit(o) for o in (1, 0, 0, 1, 1)]
+  idx = np.array([[0, 1, 2, 3, 4], [1, 1, 1, 0, 2], [4, 4, 3, 2, 0], [0, 3, 3, 1, 4], [2, 2, 4, 4, 4]])
+  oa, ob = np.array([1, 1, 0, 1, 0.]), np.array([1, 0, 0, 1, 1.])
+  diffs = sorted(oa[r].mean() - ob[r].mean() for r in idx)  # 0, 0.6, -0.4, 0, -0.6
+  point, lo, hi = B.paired_differences(a, b, keys=("accuracy",), indices=idx)["accuracy"]
+  assert point == pytest.approx(0.0)
+  assert (lo, hi) == pytest.approx((diffs[0] + 0.1 * (diffs[1] - diffs[0]), diffs[3] + 0.9 * (diffs[4] - diffs[3])))
+  # 60 tasks: b equals a except on 6 tasks that a solves and b does not
+  rng = np.random.default_rng(0)
+  oa = rng.integers(0, 2, 60)
+  ob = oa.copy()
+  ob[np.flatnonzero(oa)[:6]] = 0
+  d = B.paired_differences([unit(o) for o in oa], [unit(o) for o in ob], keys=("accuracy",))["accuracy"]
+  assert d[0] == pytest.approx(0.1) and 0 < d[1] <= d[2] < 0.2 and B.separated(d)
+
+
+def test_ece_by_hand_with_estimates_at_0_and_1():
+  """Equal-width bins: 1.0 belongs to the last bin, 0.0 to the first; each bin's |mean estimate -
+  frequency| weighted by its share of the estimates."""
+  from foresight_jax.data import calibration as C
+  assert C.bin_index([0.0, 0.05, 0.1, 0.95, 1.0]).tolist() == [0, 0, 1, 9, 9]
+  p, y = [1.0, 0.05, 0.0, 0.95], [0, 1, 1, 1]
+  # bin 9: estimates 1.0, 0.95 (mean 0.975) against 0, 1 (0.5); bin 0: 0.05, 0.0 (0.025) against 1, 1
+  assert C.ece(p, y) == pytest.approx(0.5 * 0.475 + 0.5 * 0.975)
+  assert C.brier(p, y) == pytest.approx((1 + 0.95 ** 2 + 1 + 0.05 ** 2) / 4)
 
 
 def test_undefined_figures_give_no_interval():
