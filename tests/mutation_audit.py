@@ -1,6 +1,7 @@
 """Mutation audit: does the suite catch a wrong formula? Each mutant below changes one line of the
-RL loss, the rewards, or the evaluation figures (a sign, a clip bound, an estimator, an average, a
-bin edge, the pairing of a bootstrap); the audit applies it to a checkout, runs the tests that
+RL loss, the rewards, the evaluation figures (a sign, a clip bound, an estimator, an average, a bin
+edge, the pairing of a bootstrap) or the LM stages (which tokens are trained on, packing, the loss,
+the attention mask); the audit applies it to a checkout, runs the tests that
 cover that file, and reports the mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
@@ -65,11 +66,31 @@ MUTANTS = [
     ("separated_one_side", BS, "return diff is not None and (diff[1] > 0 or diff[2] < 0)", "return diff is not None and diff[1] > 0"),
 ]
 
+# the LM stages: which tokens are trained on (FE-SFT: assistant tokens only), packing, the loss, the mask
+TK, PK = "foresight_jax/data/pipeline_tokenize.py", "foresight_jax/data/pipeline_pack.py"
+LS, LY = "foresight_jax/train/losses.py", "foresight_jax/models/layers.py"
+MUTANTS += [
+    ("sft_trains_prompt", TK, '"sft": {"prompt": 0,', '"sft": {"prompt": 1,'),
+    ("sft_trains_obs", TK, '"sft": {"prompt": 0, "assistant": 1, "observation": 0', '"sft": {"prompt": 0, "assistant": 1, "observation": 1'),
+    ("mid_trains_obs", TK, '"mid_training": {"prompt": 1, "assistant": 1, "observation": 0', '"mid_training": {"prompt": 1, "assistant": 1, "observation": 1'),
+    ("eos_untrained", TK, "mask[pos] = table[segs[-1].role]", "mask[pos] = 0"),
+    ("pack_cross_doc", PK, "has_next[:-1] = (seg[1:] == seg[:-1]) & (seg[:-1] != 0)", "has_next[:-1] = seg[:-1] != 0"),
+    ("pack_mask_unshifted", PK, "nxt_m[:-1] = m[1:]", "nxt_m[:-1] = m[:-1]"),
+    ("ce_unmasked", LS, "return ((logz - gold) * mask).sum() / n, n", "return (logz - gold).mean(), n"),
+    ("ce_chunk_unmasked", LS, "return total + ((logz - gold) * mc).sum(), None", "return total + (logz - gold).sum(), None"),
+    ("attn_no_segment", LY, "return causal & same & (k_seg[:, None, :] != 0)", "return causal & (k_seg[:, None, :] != 0)"),
+    ("attn_strict_causal", LY, "causal = k_slot[None, None, :] <= q_slot[None, :, None]", "causal = k_slot[None, None, :] < q_slot[None, :, None]"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
          EM: _EVALS + ["tests/test_evals_qa.py", "tests/test_evals_model.py"],
-         DC: _EVALS + ["tests/test_data_foresight.py", "tests/test_cli_data.py"], BS: _EVALS}
+         DC: _EVALS + ["tests/test_data_foresight.py", "tests/test_cli_data.py"], BS: _EVALS,
+         TK: ["tests/test_data_pipeline.py", "tests/test_data_slips.py", "tests/test_train_stages.py", "tests/test_cli_data.py"],
+         PK: ["tests/test_data_pipeline.py", "tests/test_train_stages.py"],
+         LS: ["tests/test_kernels.py", "tests/test_train.py", "tests/test_model.py"],
+         LY: ["tests/test_model.py", "tests/test_kernels.py", "tests/test_checkpoint_parity.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:

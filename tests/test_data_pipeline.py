@@ -129,10 +129,14 @@ def check_rows(batches, pad_id):
 @pytest.mark.parametrize("packing", ["first_fit", "best_fit"])
 @pytest.mark.parametrize("overlong", ["truncate", "drop"])
 def test_packing_invariants_and_counts(trajs, tok, packing, overlong):
-  T = 1024
+  # rows of 2,048: these trajectories are 590-2,592 tokens, so some rows hold two (the boundary
+  # checks of check_rows have something to check) and some trajectories are over the row length.
+  # At 1,024 every row held one trajectory and a target across a boundary went unseen.
+  T = 2048
   batches, counts = run(trajs, tok, seq_len=T, batch_size=4, packing=packing, overlong=overlong,
                         mode="mid_training", seed=1)
   assert all(b["inputs"].shape == (4, T) for b in batches)
+  assert sum(int(b["segment_ids"][r].max()) >= 2 for b in batches for r in range(4)) >= 5
   check_rows(batches, tok.pad_id)
   expected = collections.Counter()
   masks = {}
