@@ -129,7 +129,9 @@ def main(argv=None) -> int:
     for mid, path, old, new in chosen:
       print(f"{mid:20s} {path}: {old.strip()!r} -> {new.strip()!r}")
     return 0
-  if not a.checkout or os.path.samefile(a.checkout, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
+  if not a.checkout or not os.path.isdir(os.path.join(a.checkout, "foresight_jax")):
+    ap.error(f"--checkout {a.checkout!r} is not a checkout of this repository (see --help)")
+  if os.path.samefile(a.checkout, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
     ap.error("--checkout must name a throwaway checkout, not this one (see --help)")
   killed = 0
   for mid, path, old, new in chosen:
