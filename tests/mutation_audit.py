@@ -82,6 +82,16 @@ MUTANTS += [
     ("attn_strict_causal", LY, "causal = k_slot[None, None, :] <= q_slot[None, :, None]", "causal = k_slot[None, None, :] < q_slot[None, :, None]"),
 ]
 
+# the device search tool's BM25 and the sampler's temperature and nucleus
+DS, SC = "foresight_jax/rl/device_search.py", "foresight_jax/sampling/core.py"
+MUTANTS += [
+    ("bm25_idf", DS, "idf = np.log1p((n - df + 0.5) / (df + 0.5))", "idf = np.log1p(n / (df + 0.5))"),
+    ("bm25_no_length_norm", DS, "norm = k1 * (1.0 - b + b * lens / avgdl)", "norm = k1 * np.ones_like(lens, float)"),
+    ("bm25_raw_tf", DS, "vals = tfs * (k1 + 1.0) / (tfs + norm[rows])", "vals = tfs * 1.0"),
+    ("top_p_drops_crossing_token", SC, "keep = mass_before < top_p[:, None]", "keep = jnp.cumsum(probs, axis=-1) < top_p[:, None]"),
+    ("temperature_ignored", SC, "scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]", "scaled = logits"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
@@ -90,7 +100,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          TK: ["tests/test_data_pipeline.py", "tests/test_data_slips.py", "tests/test_train_stages.py", "tests/test_cli_data.py"],
          PK: ["tests/test_data_pipeline.py", "tests/test_train_stages.py"],
          LS: ["tests/test_kernels.py", "tests/test_train.py", "tests/test_model.py"],
-         LY: ["tests/test_model.py", "tests/test_kernels.py", "tests/test_checkpoint_parity.py"]}
+         LY: ["tests/test_model.py", "tests/test_kernels.py", "tests/test_checkpoint_parity.py"],
+         DS: ["tests/test_rl_device_search.py", "tests/test_retrieval_bm25.py"], SC: ["tests/test_sampling.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:
@@ -116,7 +127,8 @@ def main(argv=None) -> int:
   ap.add_argument("ids", nargs="*", help="mutant ids (default: all; --list shows them)")
   ap.add_argument("--checkout", help="a throwaway checkout of the repository to mutate (it is written to)")
   ap.add_argument("--list", action="store_true", help="print the mutants and exit")
-  ap.add_argument("--tests", nargs="*", help="test files or node ids to run instead of the file's own list")
+  ap.add_argument("--tests", default="", help='test files or node ids to run instead of the file\'s own list, '
+                  'space-separated in one argument ("tests/a.py tests/b.py::test_x")')
   ap.add_argument("--pytest-args", default="", help='extra pytest arguments, e.g. "-m slow"')
   ap.add_argument("--every", type=int, default=1, help="take every N-th selected mutant (split over checkouts)")
   ap.add_argument("--offset", type=int, default=0, help="starting at this one")
@@ -135,7 +147,7 @@ def main(argv=None) -> int:
     ap.error("--checkout must name a throwaway checkout, not this one (see --help)")
   killed = 0
   for mid, path, old, new in chosen:
-    rec = run_mutant(a.checkout, mid, path, old, new, a.tests, a.pytest_args.split())
+    rec = run_mutant(a.checkout, mid, path, old, new, a.tests.split(), a.pytest_args.split())
     killed += rec["killed"]
     print(json.dumps(rec), flush=True)
   print(f"{killed} of {len(chosen)} mutants killed", file=sys.stderr)

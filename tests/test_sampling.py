@@ -211,6 +211,25 @@ def test_sample_logits_respects_top_k_and_top_p():
   np.testing.assert_array_equal(draws(S.SamplingParams.make(4, 0.0, top_p=0.5))[0], order[:, 0])
 
 
+def test_sample_logits_draws_the_tempered_nucleus_distribution():
+  """Frequencies over 8,000 draws against softmax(logits / T) renormalised over the nucleus: the
+  smallest prefix of the sorted tokens whose mass reaches top_p, so the token that crosses p is in
+  it. Bounds are 5 binomial standard deviations per token."""
+  probs = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+  logits = jnp.asarray(np.log(probs)[None], jnp.float32)
+  keys = jax.random.split(jax.random.key(1), 8000)
+  for temperature, top_p, want in (
+      (1.0, 1.0, probs), (0.5, 1.0, probs ** 2 / (probs ** 2).sum()),
+      (2.0, 1.0, np.sqrt(probs) / np.sqrt(probs).sum()),
+      (1.0, 0.6, np.array([0.4, 0.3, 0, 0, 0]) / 0.7),  # 0.4 < 0.6, then 0.3 crosses it: both kept
+      (0.5, 0.6, np.array([0.16, 0.09, 0, 0, 0]) / 0.25)):  # tempered first (0.56, 0.32, ...), then the nucleus
+    sp = S.SamplingParams.make(1, temperature, top_p=top_p)
+    got = np.asarray(jax.vmap(lambda k: S.sample_logits(logits, k, sp))(keys))[:, 0]
+    freq = np.bincount(got, minlength=5) / len(got)
+    tol = 5 * np.sqrt(want * (1 - want) / len(got)) + 1e-9
+    assert (np.abs(freq - want) <= tol).all(), (temperature, top_p, freq, want)
+
+
 # (e) ------------------------------------------------------------------------------------------------
 
 
