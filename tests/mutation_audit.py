@@ -92,6 +92,80 @@ MUTANTS += [
     ("temperature_ignored", SC, "scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]", "scaled = logits"),
 ]
 
+# the rewards' grammar and parsers (both sides), the rollout's tool loop, the optimizer, the
+# update's bookkeeping, the data's success estimates and answer scoring
+RH, RO, OP = "foresight_jax/evals/rewards_host.py", "foresight_jax/rl/rollout.py", "foresight_jax/train/optim.py"
+TS, DF, SR = "foresight_jax/train/step.py", "foresight_jax/data/foresight.py", "foresight_jax/data/scoring.py"
+MUTANTS += [
+    ("fmt_answer_anywhere", RW, "ok &= ((act != OPEN[\"answer\"]) | (t == tr.n_turns[:, None] - 1)) & (t < tr.n_turns[:, None])",
+     "ok &= (t < tr.n_turns[:, None])"),
+    ("fmt_empty_rollout", RW, "    ok &= _tany(tr, text & (cnt == roll_at))", "    ok &= ok"),
+    ("fmt_success_unchecked", RW, "    ok &= succ_valid", "    ok &= ok"),
+    ("fmt_stray_text", RW, "ok &= ~_tany(tr, text & ~jnp.isin(cnt, jnp.array(text_at)))", "ok &= ok"),
+    ("succ_two_dots", RW, "(_tsum(tr, ndot) <= 1)", "(_tsum(tr, ndot) <= 2)"),
+    ("succ_above_one", RW, "((big == 0) | ((big == 1) & (nz == 0)))", "(big <= 1)"),
+    ("outcome_no_cap", RW, "answered = (ac < s) & (ac - ao - 1 <= spec.max_answer_tokens)", "answered = (ac < s)"),
+    ("outcome_any_turn", RW, "last = tr.gen & (tr.turn == tr.n_turns[:, None] - 1)", "last = tr.gen"),
+    ("ground_unclipped", RW, "jnp.minimum(want, have) / jnp.maximum(want, 1)", "have / jnp.maximum(want, 1)"),
+    ("ground_every_turn", RW, "return _b(prec), _b(oo < s)", "return _b(prec), _b(oo >= 0)"),
+    ("ground_reads_action", RW, "(start >= arrow_end[:, None])", "(start >= 0)"),
+    ("host_calib_abs", RH, "sum((s - y) ** 2 for s in estimates)", "sum(abs(s - y) for s in estimates)"),
+    ("host_ground_unclipped", RH, "sum(min(c, have[k]) for k, c in Counter(keys).items())",
+     "sum(c for k, c in Counter(keys).items() if have[k])"),
+    ("host_success_above_one", RH, "return float(s) if Decimal(s) <= 1 else None", "return float(s)"),
+    ("host_answer_not_last", RH, 'if p.action is not None and p.action[0] == "answer" and not is_last:', "if False:"),
+    ("stopwords_content", RH, "return not is_markup and bool(key) and not key.isdigit() and key not in STOPWORDS",
+     "return not is_markup and bool(key) and not key.isdigit()"),
+    ("rollout_obs_as_gen", RO, "kind = _put(kind, jnp.where(is_obs, KIND_OBS, KIND_PAD), off)",
+     "kind = _put(kind, jnp.where(is_obs, KIND_GEN, KIND_PAD), off)"),
+    ("rollout_answer_continues", RO, "alive = alive & (glen > 0) & ~is_answer", "alive = alive & (glen > 0)"),
+    ("rollout_blank_query", RO, "return mask, jnp.any(mask & ~tools.blank[gen], axis=1)", "return mask, jnp.any(mask, axis=1)"),
+    ("rollout_query_has_tag", RO, "mask = (j > open_pos[:, None])", "mask = (j >= open_pos[:, None])"),
+    ("decay_everything", OP, "return not any(s in name for s in NO_DECAY_KEYS)", "return True"),
+    ("clip_always", OP, "scale = jnp.where(g_norm < clip, 1.0, clip / g_norm)", "scale = clip / g_norm"),
+    ("adam_no_bias_corr1", OP, "bc1, bc2 = 1 - b1 ** count_inc, 1 - b2 ** count_inc",
+     "bc1, bc2 = 1.0 + 0.0 * count_inc, 1 - b2 ** count_inc"),
+    ("decay_sign", OP, "u = u + wd * p", "u = u - wd * p"),
+    ("warmup_ignored", OP, "warmup = min(ocfg.warmup_steps, ocfg.total_steps)", "warmup = 0"),
+    ("end_lr_zero", OP, "end_value=peak * ocfg.end_lr_ratio", "end_value=0.0"),
+    ("accum_unweighted", TS, "    w = _token_weight(mb, aux)\n", "    w = jnp.float32(1.0)\n"),
+    ("lr_metric_ignores_skips", TS, "schedule(state.step - state.skipped)", "schedule(state.step)"),
+    ("guard_ignores_grads", TS, "finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)", "finite = jnp.isfinite(loss)"),
+    ("rng_reused", TS, "rng=jax.random.key_data(rng), skipped=skipped)", "rng=state.rng, skipped=skipped)"),
+    ("rl_ref_is_policy", ST, "jax.lax.stop_gradient(state.ref_params), ro.tokens", "jax.lax.stop_gradient(state.params), ro.tokens"),
+    ("mc_no_smoothing", DF, 'return (sum(scores) + 1.0) / (len(scores) + 2.0), "mc"', 'return sum(scores) / len(scores), "mc"'),
+    ("prior_ignores_outcome", DF, 'return (y * (t + 1) + b * m) / (t + 1 + m), "prior"', 'return b, "prior"'),
+    ("em_keeps_articles", SR, 'return " ".join(_ARTICLES.sub(" ", s).split())', 'return " ".join(s.split())'),
+    ("boxed_first", SR, 'start = text.rfind("\\\\boxed{")', 'start = text.find("\\\\boxed{")'),
+    ("int_keeps_commas", SR, '.strip("$").replace(",", "")', '.strip("$")'),
+]
+
+# the model's hand-written kernels (RoPE, the SwiGLU and attention backward passes, Llama-3 RoPE
+# scaling) and the sampler's positions across decode and extend
+MUTANTS += [
+    ("rope_sign", LY, "x2f * c + x1f * s", "x2f * c - x1f * s"),
+    ("llama3_smooth", LY, "smooth = (old_ctx / wavelen - low) / (high - low)", "smooth = (old_ctx / wavelen - low) / high"),
+    ("swiglu_bwd_dgate", LY, "(1.0 + g * (1.0 - sg))", "(1.0 + g * sg)"),
+    ("attn_bwd_no_delta", LY, "ds = (p * (dp - delta) * scale)", "ds = (p * dp * scale)"),
+    ("attn_unscaled", LY, 'jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale',
+     'jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)'),
+    ("decode_pos_all_rows", SC, "positions=st.positions + live, slot=st.slot + 1", "positions=st.positions + 1, slot=st.slot + 1"),
+    ("extend_pos_shift", SC, "pos = state.positions[:, None] + j\n", "pos = state.positions[:, None] + j + 1\n"),
+    ("extend_pos_after", SC, "positions=state.positions + feed_len, slot", "positions=state.positions + e + 1, slot"),
+    ("extend_reads_wrong_pos", SC, "jnp.maximum(feed_len - 1, 0)[:, None, None]", "jnp.maximum(feed_len - 2, 0)[:, None, None]"),
+]
+
+# the audit report's calibration figures (issue 11): AUROC, equal-mass ECE, confidence updates
+EV = "foresight_jax/evals/calibration.py"
+MUTANTS += [
+    ("auroc_ties_low_rank", EV, "ranks[order[i:j + 1]] = (i + j) / 2 + 1", "ranks[order[i:j + 1]] = i + 1"),
+    ("auroc_u_offset", EV, "(ranks[pos].sum() - n_pos * (n_pos + 1) / 2)", "(ranks[pos].sum() - n_pos * n_pos / 2)"),
+    ("ece_mass_splits_ties", EV, "while 0 < c < n and p[c] == p[c - 1]:", "while False:"),
+    ("ece_mass_unweighted", EV, "total += (hi - lo) * abs(p[lo:hi].mean() - y[lo:hi].mean())",
+     "total += abs(p[lo:hi].mean() - y[lo:hi].mean()) * n / len(cuts + [n])"),
+    ("update_move_sign", EV, "abs(prev - outcome) - abs(cur - outcome)", "abs(cur - outcome) - abs(prev - outcome)"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
@@ -101,7 +175,12 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          PK: ["tests/test_data_pipeline.py", "tests/test_train_stages.py"],
          LS: ["tests/test_kernels.py", "tests/test_train.py", "tests/test_model.py"],
          LY: ["tests/test_model.py", "tests/test_kernels.py", "tests/test_checkpoint_parity.py"],
-         DS: ["tests/test_rl_device_search.py", "tests/test_retrieval_bm25.py"], SC: ["tests/test_sampling.py"]}
+         DS: ["tests/test_rl_device_search.py", "tests/test_retrieval_bm25.py"], SC: ["tests/test_sampling.py"],
+         RH: ["tests/test_rl_rewards.py", "tests/test_evals.py", "tests/test_evals_audit.py", "tests/test_evals_model.py"],
+         RO: ["tests/test_rl_rollout.py"] + _RL, OP: ["tests/test_train.py", "tests/test_train_resume.py"],
+         TS: ["tests/test_train.py", "tests/test_train_resume.py"] + _RL, DF: ["tests/test_data_foresight.py"],
+         EV: ["tests/test_evals_audit.py", "tests/test_evals.py", "tests/test_eval_cli.py"],
+         SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:

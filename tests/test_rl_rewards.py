@@ -341,6 +341,10 @@ def data():
   mutated += [mutate(m, rng, pool) for m in mutated[:60]]  # two mutations at once
   # every rollout-line edit on a first turn (followed by an observation: grounding is scored)
   mutated += [_sub_turn(c, rng, _rollout_line(e), pick=0) for c in real[:12] for e in LINE_EDITS]
+  # a rollout with nothing to say (no rng draw: the cases after these stay as they were)
+  mutated += [_sub_turn(c, rng, functools.partial(re.sub, r"<rollout>.*?</rollout>", f"<rollout>{ws}</rollout>",
+                                                  flags=re.S), pick=0)
+              for c, ws in zip(real[12:16], ["", " ", "\n", "\n \t\n"])]
   cases = real + mutated + fanout_cases(260, rng) + champ_cases(rng)
   return {"full": full, "raw": raw, "worlds": worlds, "real": real, "cases": cases}
 
@@ -444,6 +448,27 @@ def test_no_callbacks_and_mesh_matches_single_device(sp):
     assert len(got[0].sharding.device_set) == 8
     got = jax.tree.map(np.asarray, got)
   jax.tree.map(np.testing.assert_array_equal, want, got)
+
+
+def test_grounding_counts_content_words_only(sp):
+  """Grounding by hand: stopwords, digits and punctuation are not content, so a forecast made of
+  them scores 0 however much the observation repeats them; content words are clipped counts."""
+  tok, vocab = sp["tok"], sp["vocab"]
+  words = [w for w in ("search", "Doc", "Title", "information") if len(tok.encode(" " + w)) == 1]
+  assert len(words) >= 2, words
+  a, b = words[:2]
+
+  def g(expect, observation):
+    turn = (f"<think> go </think>\n<foresight>\n<rollout>\n1. search x -> {expect}\n</rollout>\n"
+            "<success>0.5</success>\n</foresight>\n<search> x </search>")
+    return H.turn_grounding(tok.encode(turn), tok.encode(" " + observation), vocab, SPEC)
+
+  assert [len(tok.encode(" " + w)) for w in ("the", "of", "a", "is")] == [1, 1, 1, 1]
+  assert g("the of a is", "the of a is the of a is") == 0.0
+  assert g("the 42 , of", "the 42 , of") == 0.0
+  assert g(f"the {a} of {b}", f"{a} and {b}") == 1.0        # stopwords are not in the count
+  assert g(f"{a} {a} {b} {b}", f"{a} {b} {b}") == 0.75       # clipped: {a} counts once
+  assert g(f"{a} {b}", "nothing here") == 0.0
 
 
 def test_calibration_and_combine_by_hand():

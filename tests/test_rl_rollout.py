@@ -77,6 +77,34 @@ def test_device_rollout_follows_the_grammar_and_reads_the_device_tool(env):
   assert kinds_seen == {"search", "answer"} and out.answered.any() and not out.answered.all()
 
 
+def test_turn_query_is_the_host_tools_rule(env):
+  """Which turns search, with which ids: the device rule (`turn_query`) against host_tools'
+  list version, on turns the scripted agent never writes (blank or missing queries, two
+  <search> tags, a query that ends the budget unclosed, an answer)."""
+  _, _, tok, e = env
+  t = lambda x: tok.encode(x)[0]  # noqa: E731
+  so, sc, ac = t("<search>"), t("</search>"), t("</answer>")
+  blank = int(np.nonzero(np.asarray(e.tools.blank))[0][0])
+  q, w = tok.encode("Paris")[0], t("plan")
+  turns = [[t("<think>"), w, t("</think>"), so, q, sc], [so, blank, sc], [so, sc], [so, blank, blank, sc],
+           [so, w, so, q, blank, sc], [so, q, so, blank, sc], [w, q, sc], [so, q], [t("<answer>"), q, ac],
+           [so, q, sc, w], [], [sc]]
+  n = max(map(len, turns))
+  gen = np.array([x + [0] * (n - len(x)) for x in turns], np.int32)
+  glen = np.array([len(x) for x in turns], np.int32)
+  mask, has = jax.device_get(jax.jit(R.turn_query)(gen, glen, e.tools))
+  tags = {"search": (so, sc)}
+  want = [host_tools._turn_action(x, ac, tags, np.asarray(e.tools.blank)) for x in turns]
+  for i, (x, (action, arg)) in enumerate(zip(turns, want)):
+    searches = bool(has[i]) and glen[i] > 0 and x[-1] == sc  # rollout()'s is_search
+    assert searches == (action == "search"), (i, x, action)
+    if searches:
+      assert gen[i][mask[i]].tolist() == arg, (i, x)
+  assert [a for a, _ in want] == ["search", "invalid", "invalid", "invalid", "search", "invalid", "invalid",
+                                  "invalid", "answer", "invalid", "invalid", "invalid"]
+  assert gen[4][mask[4]].tolist() == [q, blank] and gen[0][mask[0]].tolist() == [q]
+
+
 def test_no_host_callback_in_the_device_rollout(env):
   cfg, params, tok, e = env
   b = _batch(e)

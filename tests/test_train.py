@@ -38,10 +38,29 @@ def _one_device_mesh():
   return sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
 
 
+@jax.custom_vjp
+def _poison_grads(x, flag):
+  return x
+
+
+def _poison_fwd(x, flag):
+  return x, flag
+
+
+def _poison_bwd(flag, g):
+  return jnp.where(flag > 0, jnp.nan, 1.0) * g, jnp.zeros_like(flag)
+
+
+_poison_grads.defvjp(_poison_fwd, _poison_bwd)
+
+
 def scaled_loss(cfg, params, batch):
-  """causal_lm_loss times mean(batch['scale']): a NaN scale poisons loss and gradients."""
+  """causal_lm_loss times mean(batch['scale']): a NaN scale poisons loss and gradients. A nonzero
+  batch['poison'] (optional) poisons the gradients alone: the loss stays finite."""
   loss, aux = losses.causal_lm_loss(cfg, params, batch)
   loss = loss * batch["scale"].mean()
+  if "poison" in batch:
+    loss = _poison_grads(loss, batch["poison"].max())
   return loss, {**aux, "loss": loss}
 
 
@@ -161,7 +180,7 @@ def test_nonfinite_step_is_skipped_in_graph():
   _, sh = state_lib.abstract_train_state(CFG, tx, mesh)
   fn = step_lib.make_train_step(CFG, tx, sched, mesh, sh, loss_fn=scaled_loss, donate=False)
   st = state_lib.init_train_state(CFG, tx, mesh, seed=0)
-  good = {**_batch(b=4), "scale": np.ones(4, np.float32)}
+  good = {**_batch(b=4), "scale": np.ones(4, np.float32), "poison": np.zeros(4, np.float32)}
   bad = {**good, "scale": np.array([1, np.nan, 1, 1], np.float32)}
   st, m = fn(st, step_lib.shard_batch(good, mesh))
   assert int(m["nonfinite"]) == 0 and int(st.step) == 1
@@ -176,6 +195,13 @@ def test_nonfinite_step_is_skipped_in_graph():
   st3, m3 = fn(st2, step_lib.shard_batch(good, mesh))
   assert int(m3["nonfinite"]) == 0 and float(m3["learning_rate"]) == pytest.approx(float(sched(1)))
   assert int(st3.opt_state[1][0].count) == 2
+  # a finite loss with non-finite gradients is skipped too (the guard reads the gradient norm)
+  before = jax.device_get(st3)
+  st4, m4 = fn(st3, step_lib.shard_batch({**good, "poison": np.array([0, 0, 1, 0], np.float32)}, mesh))
+  assert np.isfinite(float(m4["loss"])) and not np.isfinite(float(m4["grad_norm"]))
+  assert int(m4["nonfinite"]) == 1 and int(m4["skipped"]) == 2
+  for a, b in zip(jax.tree.leaves((before.params, before.opt_state)), jax.tree.leaves((st4.params, st4.opt_state))):
+    np.testing.assert_array_equal(a, jax.device_get(b))
 
 
 def test_sharded_step_matches_single_device():

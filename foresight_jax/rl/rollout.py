@@ -90,12 +90,15 @@ def _pad_to(x: jax.Array, width: int, value) -> jax.Array:
   return jnp.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=value)
 
 
-def _query_mask(gen: jax.Array, glen: jax.Array, tools: ToolTokens) -> jax.Array:
-  """[B, N] the ids strictly between the turn's last `<search>` and its closing last token."""
+def turn_query(gen: jax.Array, glen: jax.Array, tools: ToolTokens) -> tuple[jax.Array, jax.Array]:
+  """The query of each row's turn (gen [B, N], its first glen [B] ids): a [B, N] mask of the ids
+  strictly between the turn's last `<search>` and its last id, and [B] whether one of them is
+  not blank (a blank query is no query). host_tools._turn_action is the same rule on lists."""
   j = jnp.arange(gen.shape[1], dtype=jnp.int32)[None, :]
   inside = j < glen[:, None]
   open_pos = jnp.max(jnp.where(inside & (gen == tools.search_open), j, -1), axis=1)
-  return (j > open_pos[:, None]) & (j < glen[:, None] - 1) & (open_pos[:, None] >= 0)
+  mask = (j > open_pos[:, None]) & (j < glen[:, None] - 1) & (open_pos[:, None] >= 0)
+  return mask, jnp.any(mask & ~tools.blank[gen], axis=1)
 
 
 def rollout(cfg: ModelConfig, params, prompts: jax.Array, prompt_len: jax.Array, key: jax.Array,
@@ -145,8 +148,7 @@ def rollout(cfg: ModelConfig, params, prompts: jax.Array, prompt_len: jax.Array,
 
     last = jnp.take_along_axis(gen, jnp.maximum(glen - 1, 0)[:, None], 1)[:, 0]
     is_answer = alive & (glen > 0) & (last == tools.answer_close)
-    qmask = _query_mask(gen, glen, tools)
-    has_query = jnp.any(qmask & ~tools.blank[gen], axis=1)
+    qmask, has_query = turn_query(gen, glen, tools)
     is_search = alive & (glen > 0) & (last == tools.search_close) & has_query
     is_invalid = alive & (glen > 0) & ~is_answer & ~is_search
     found = ds.search_observation(index, gen, qmask, groups=groups)
@@ -176,4 +178,4 @@ def rollout(cfg: ModelConfig, params, prompts: jax.Array, prompt_len: jax.Array,
                  answered=answered, searches=searches, invalid=invalid)
 
 
-__all__ = ["Rollout", "RolloutConfig", "ToolTokens", "buffer_length", "cache_slots", "rollout"]
+__all__ = ["Rollout", "RolloutConfig", "ToolTokens", "buffer_length", "cache_slots", "rollout", "turn_query"]
