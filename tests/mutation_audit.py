@@ -166,6 +166,19 @@ MUTANTS += [
     ("update_move_sign", EV, "abs(prev - outcome) - abs(cur - outcome)", "abs(cur - outcome) - abs(prev - outcome)"),
 ]
 
+# resume and data order: the LM loop's data state, the RL prompt schedule, host shards, and the
+# host agent's stop strings
+LP, RT = "foresight_jax/train/loop.py", "foresight_jax/rl/train.py"
+PL, EA = "foresight_jax/data/pipeline.py", "foresight_jax/evals/agent.py"
+MUTANTS += [
+    ("resume_restarts_data", LP, "      data_iter.set_state(data_state)\n", "      pass\n"),
+    ("rl_resume_restarts_prompts", RT, 'self.k = int(s["k"])', "self.k = 0"),
+    ("rl_same_order_every_epoch", RT, "default_rng([self.seed, epoch])", "default_rng([self.seed, 0])"),
+    ("shards_overlap", PL, "ds = ds[index::count]", "ds = ds[0::count]"),
+    ("stop_cut_before", EA, "return text[:j + len(s)]", "return text[:j]"),
+    ("stop_latest", EA, "j, s = min(hits)", "j, s = max(hits)"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
@@ -179,6 +192,9 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          RH: ["tests/test_rl_rewards.py", "tests/test_evals.py", "tests/test_evals_audit.py", "tests/test_evals_model.py"],
          RO: ["tests/test_rl_rollout.py"] + _RL, OP: ["tests/test_train.py", "tests/test_train_resume.py"],
          TS: ["tests/test_train.py", "tests/test_train_resume.py"] + _RL, DF: ["tests/test_data_foresight.py"],
+         LP: ["tests/test_train_resume.py", "tests/test_train.py"], RT: ["tests/test_rl_train.py"],
+         PL: ["tests/test_data_pipeline.py", "tests/test_train_multihost.py"],
+         EA: ["tests/test_evals.py", "tests/test_evals_model.py", "tests/test_eval_suites.py", "tests/test_evals_qa.py"],
          EV: ["tests/test_evals_audit.py", "tests/test_evals.py", "tests/test_eval_cli.py"],
          SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 

@@ -90,8 +90,8 @@ def run(tasks, turns, **cfg):
 def test_loop_executes_tools_and_stops(search_task, math_task):
   tasks = [search_task, math_task]
   turns = {t.id: expert_turns(t) for t in tasks}
-  # a model that runs past its stop string: the loop cuts there
-  turns["q0"][0] = turns["q0"][0] + "\n<think> I should not be here </think>"
+  # a model that runs past its stop string, into another action: the loop cuts at the first one
+  turns["q0"][0] = turns["q0"][0] + "\n<think> I should not be here </think>\n<answer> wrong </answer>"
   # copying a whole top-3 result (~120 words) into the rollout needs a longer rollout cap
   eps, script = run(tasks, turns, rollout_max_tokens=256)
   s, m = eps

@@ -36,6 +36,34 @@ RL_ARGS = ["--config", "configs/fc_rl.py:tiny", f"--config.rl.tasks={N_TASKS}", 
 TIMING = {"tokens_per_s", "step_time_s", "mfu"}
 
 
+def test_prompt_schedule_resumes_exactly_and_reshuffles_each_epoch():
+  """The RL data order: each epoch a new seeded permutation, `prompts_per_step` tasks a step, each
+  repeated group_size times; a schedule restored from a JSON round trip of get_state() goes on
+  with the very next batch (the fast check of what the SIGKILL test checks end to end)."""
+  from foresight_jax.rl.train import PromptSchedule
+
+  class Env:  # the two things PromptSchedule reads of a TaskEnv
+    tasks = list(range(10))
+
+    def batch(self, idx, group):
+      return {"task": np.repeat(np.asarray(idx), group)}
+
+  s = PromptSchedule(Env(), prompts_per_step=3, group_size=2, seed=5)
+  seq = [next(s)["task"] for _ in range(9)]  # 3 steps an epoch (10 // 3), 3 epochs
+  assert all((b[0::2] == b[1::2]).all() and len(b) == 6 for b in seq)
+  epochs = [np.concatenate([b[0::2] for b in seq[e * 3:(e + 1) * 3]]) for e in range(3)]
+  assert all(len(set(e.tolist())) == 9 for e in epochs)  # no task twice within an epoch
+  assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+  again = PromptSchedule(Env(), 3, 2, seed=5)
+  for _ in range(4):
+    next(again)
+  state = json.loads(json.dumps(again.get_state()))
+  resumed = PromptSchedule(Env(), 3, 2, seed=5)
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["task"], seq[4])
+  np.testing.assert_array_equal(next(resumed)["task"], seq[5])
+
+
 @pytest.fixture(scope="module")
 def agent_hf(tmp_path_factory) -> str:
   """The scripted agent over the run's worlds, saved as an HF dir with its tokenizer."""
