@@ -179,6 +179,19 @@ MUTANTS += [
     ("stop_latest", EA, "j, s = min(hits)", "j, s = max(hits)"),
 ]
 
+# the evaluation table's host figures (evals/metrics.py): grounding precision and F1, episode
+# format, the estimates paired with outcomes, pass@k
+MUTANTS += [
+    ("prec_unclipped", EM, "sum((Counter(p) & Counter(normalize_answer(ref).split())).values()) / len(p)",
+     "sum(1 for w in p if w in normalize_answer(ref).split()) / len(p)"),
+    ("prec_counts_stopwords", EM, "if w not in STOPWORDS and not w.isdigit()]", "if not w.isdigit()]"),
+    ("f1_is_precision", EM, "return 2 * prec * rec / (prec + rec)", "return prec"),
+    ("episode_ok_no_final_answer", EM, "require_final_answer=True, strict_decimals", "require_final_answer=False, strict_decimals"),
+    ("first_estimate_only", EM, "est = [(s, u.outcome) for u in units for s in u.estimates]",
+     "est = [(s, u.outcome) for u in units for s in u.estimates[:1]]"),
+    ("pass_at_k_off_by_one", EM, "np.arange(n - c + 1, n + 1, dtype=np.float64)", "np.arange(n - c, n + 1, dtype=np.float64)"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
