@@ -192,6 +192,22 @@ MUTANTS += [
     ("pass_at_k_off_by_one", EM, "np.arange(n - c + 1, n + 1, dtype=np.float64)", "np.arange(n - c, n + 1, dtype=np.float64)"),
 ]
 
+# the block grammar the evaluation's format figure applies (data/render.py: parse_turn, check_format)
+RD = "foresight_jax/data/render.py"
+MUTANTS += [
+    ("grammar_text_in_foresight", RD, 'if between.strip() and (not stack or stack[-1][0] == "foresight"):',
+     "if between.strip() and not stack:"),
+    ("grammar_info_allowed", RD, 'if name == "information":', "if False:"),
+    ("grammar_empty_action", RD, 'if name != "answer" and not body.strip():', "if False:"),
+    ("grammar_success_range", RD, "if v is None or not 0.0 <= v <= 1.0:", "if v is None:"),
+    ("grammar_two_decimals_off", RD, 'if strict_decimals and not re.fullmatch(r"[01]\.\d\d", s):', "if False:"),
+    ("grammar_numbering_off", RD, "if k != len(steps) + 1:", "if False:"),
+    ("grammar_horizon_plus_one", RD, "if len(steps) > horizon:", "if len(steps) > horizon + 1:"),
+    ("grammar_token_cap_doubled", RD, "if n_tok > max_tokens:", "if n_tok > 2 * max_tokens:"),
+    ("grammar_block_after_action", RD, 'if actions and top.index("foresight") > actions[0]:', "if False:"),
+    ("grammar_early_answer", RD, 'if p.action and p.action[0] == "answer" and i < len(turns) - 1:', "if False:"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
@@ -208,6 +224,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          LP: ["tests/test_train_resume.py", "tests/test_train.py"], RT: ["tests/test_rl_train.py"],
          PL: ["tests/test_data_pipeline.py", "tests/test_train_multihost.py"],
          EA: ["tests/test_evals.py", "tests/test_evals_model.py", "tests/test_eval_suites.py", "tests/test_evals_qa.py"],
+         RD: ["tests/test_evals.py", "tests/test_evals_audit.py", "tests/test_data_foresight.py", "tests/test_data_slips.py",
+              "tests/test_evals_model.py", "tests/test_rl_rewards.py"],
          EV: ["tests/test_evals_audit.py", "tests/test_evals.py", "tests/test_eval_cli.py"],
          SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 
