@@ -1,8 +1,10 @@
 """Mutation audit: does the suite catch a wrong formula? Each mutant below changes one line of the
-RL loss, the rewards, the evaluation figures (a sign, a clip bound, an estimator, an average, a bin
-edge, the pairing of a bootstrap) or the LM stages (which tokens are trained on, packing, the loss,
-the attention mask); the audit applies it to a checkout, runs the tests that
-cover that file, and reports the mutant killed (a test failed) or survived. Not a test itself
+RL loss, the rewards (in-graph and their host oracles), the rollout's tool loop, the optimizer and
+the update's bookkeeping, resume and data order, the block grammar, the evaluation figures (a sign,
+a clip bound, an estimator, an average, a bin edge, the pairing of a bootstrap), the LM stages
+(which tokens are trained on, packing, the loss, the attention mask), the model's hand-written
+kernels or the sampler; the audit applies it to a checkout, runs the tests that cover that file,
+and reports the mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
 It writes into the checkout it is given, so give it a throwaway one, never the tree you edit:
