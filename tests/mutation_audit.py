@@ -210,11 +210,19 @@ MUTANTS += [
     ("grammar_early_answer", RD, 'if p.action and p.action[0] == "answer" and i < len(turns) - 1:', "if False:"),
 ]
 
+# the demo's verdicts: its three bars, and the difference lines of its report
+DM = "foresight_jax/demo.py"
+MUTANTS += [
+    ("bar_format_loose", DM, '(m.get("format_turn") or 0) >= FORMAT_BAR', '(m.get("format_turn") or 0) >= FORMAT_BAR - 0.1'),
+    ("bar_accuracy_zero_passes", DM, '(m.get("accuracy") or 0) > 0', '(m.get("accuracy") or 0) >= 0'),
+    ("bar_skill_negative_passes", DM, '(m.get("brier_skill") or 0) > 0]', '(m.get("brier_skill") or -1) > -1]'),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
          EM: _EVALS + ["tests/test_evals_qa.py", "tests/test_evals_model.py"],
-         DC: _EVALS + ["tests/test_data_foresight.py", "tests/test_cli_data.py"], BS: _EVALS,
+         DC: _EVALS + ["tests/test_data_foresight.py", "tests/test_cli_data.py"], BS: _EVALS + ["tests/test_demo.py"],
          TK: ["tests/test_data_pipeline.py", "tests/test_data_slips.py", "tests/test_train_stages.py", "tests/test_cli_data.py"],
          PK: ["tests/test_data_pipeline.py", "tests/test_train_stages.py"],
          LS: ["tests/test_kernels.py", "tests/test_train.py", "tests/test_model.py"],
@@ -228,6 +236,7 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          EA: ["tests/test_evals.py", "tests/test_evals_model.py", "tests/test_eval_suites.py", "tests/test_evals_qa.py"],
          RD: ["tests/test_evals.py", "tests/test_evals_audit.py", "tests/test_data_foresight.py", "tests/test_data_slips.py",
               "tests/test_evals_model.py", "tests/test_rl_rewards.py"],
+         DM: ["tests/test_demo.py"],
          EV: ["tests/test_evals_audit.py", "tests/test_evals.py", "tests/test_eval_cli.py"],
          SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 

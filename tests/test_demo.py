@@ -95,6 +95,26 @@ def test_demo_tasks_have_the_sizes_hop_counts(demo_run):
     assert json.load(open(out / f"fc_rl_{reward}" / "stage_config.json"))["rl"]["hops"] == list(TOY.hops)
 
 
+def test_bars_summary_reads_each_bar_and_the_difference_verdicts():
+  """The demo's verdict lines: each bar on its own (format >= 0.90 of turns, accuracy > 0, skill > 0;
+  an undefined skill is no pass), and the paired differences called separated only when their
+  interval excludes 0, on either side."""
+  from foresight_jax.evals.report import format_differences
+  good = {"format_turn": 0.90, "accuracy": 0.01, "brier_skill": 0.001}
+  runs = {"a": good, "b": {**good, "format_turn": 0.899}, "c": {**good, "accuracy": 0.0},
+          "d": {**good, "brier_skill": 0.0}, "e": {**good, "brier_skill": None},
+          "f": {"format_turn": 0.5, "accuracy": 0.0, "brier_skill": -0.095}}
+  assert demo.bars_summary(runs).splitlines() == [
+      "a: meets the bars", "b: BELOW the bars: format < 0.9", "c: BELOW the bars: accuracy 0",
+      "d: BELOW the bars: skill <= 0", "e: BELOW the bars: skill <= 0",
+      "f: BELOW the bars: format < 0.9, accuracy 0, skill <= 0"]
+  lines = format_differences({"A - B": {"up": (0.1, 0.02, 0.2), "down": (-0.1, -0.2, -0.01),
+                                        "across": (0.05, -0.01, 0.1), "none": None}}).splitlines()
+  assert [ln.split(" [")[1].split("] ")[1] for ln in lines[:3]] == [
+      "separated", "separated", "inside the intervals (cannot tell apart)"]
+  assert lines[3] == "A - B: none not computed for both runs"
+
+
 @pytest.mark.slow
 def test_demo_smollm2_size_runs_at_toy_size(tmp_path):
   """`foresight-jax demo --size smollm2_135m` (meant for a GPU) at toy size on CPU: SmolLM2-135M

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from foresight_jax.evals.bootstrap import separated
+
 
 @dataclass(frozen=True)
 class Column:
@@ -117,7 +119,7 @@ def format_differences(differences: Mapping[str, Mapping[str, Any]], fmt: str = 
         lines.append(f"{pair}: {key} not computed for both runs")
         continue
       diff, lo, hi = d
-      verdict = "separated" if lo > 0 or hi < 0 else "inside the intervals (cannot tell apart)"
+      verdict = "separated" if separated(d) else "inside the intervals (cannot tell apart)"
       lines.append(f"{pair}: {key} {format(diff, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}] {verdict}")
   return "\n".join(lines)
 
