@@ -32,7 +32,7 @@ def main():
                   help="dtype the weights are held in during fwd+bwd (bfloat16: the bf16-params, fp32-master "
                        "layout, where the optimizer keeps an fp32 copy; gradients come out in this dtype)")
   ap.add_argument("--remat", default="none")
-  ap.add_argument("--attention", default="auto", help="attention_impl: auto|xla|cudnn|splash (models/kernels.py)")
+  ap.add_argument("--attention", default="auto", help="attention_impl: auto|xla|cudnn|cudnn_mask|splash (models/kernels.py)")
   ap.add_argument("--plain-loss", action="store_true",
                   help="materialise the whole [B, T, vocab] fp32 logits (the pre-chunking loss) for comparison")
   ap.add_argument("--layers", default="auto", choices=("auto", "scan", "unroll"),

@@ -217,6 +217,15 @@ MUTANTS += [
     ("bar_accuracy_zero_passes", DM, '(m.get("accuracy") or 0) > 0', '(m.get("accuracy") or 0) >= 0'),
     ("bar_skill_negative_passes", DM, '(m.get("brier_skill") or 0) > 0]', '(m.get("brier_skill") or -1) > -1]'),
 ]
+# group 11: cuDNN's packed layout of segment ids (the GPU kernel itself runs only on the device)
+KN = "foresight_jax/models/kernels.py"
+MUTANTS += [
+    ("runs_fit_strict", KN, "jnp.all(count <= m)", "jnp.all(count < m)"),
+    ("runs_start_after_padding_only", KN, "start = live & (segment_ids != prev)", "start = live & (prev == 0)"),
+    ("runs_count_padding", KN, "(run, live.astype(jnp.int32))", "(run, jnp.ones_like(run))"),
+    ("runs_overflow_offset_kept", KN, "  starts = starts.at[:, m].set(-1)\n", ""),
+    ("runs_unused_zero", KN, "lengths = jnp.where(jnp.arange(m) < count[:, None], lengths, -1)", "lengths = lengths"),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -236,7 +245,7 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          EA: ["tests/test_evals.py", "tests/test_evals_model.py", "tests/test_eval_suites.py", "tests/test_evals_qa.py"],
          RD: ["tests/test_evals.py", "tests/test_evals_audit.py", "tests/test_data_foresight.py", "tests/test_data_slips.py",
               "tests/test_evals_model.py", "tests/test_rl_rewards.py"],
-         DM: ["tests/test_demo.py"],
+         DM: ["tests/test_demo.py"], KN: ["tests/test_kernels.py"],
          EV: ["tests/test_evals_audit.py", "tests/test_evals.py", "tests/test_eval_cli.py"],
          SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 

@@ -35,9 +35,19 @@ def _qkv(b, t, h, kh, d, dv, dtype=jnp.float32, seed=0):
   return q, k, v, ct
 
 
-def _check(impl, b, t, h, kh, d, dv, dtype=jnp.float32, atol=1e-5, grad_rtol=1e-5):
+def _documents(b, t, n):
+  """Row 0: n packed documents of unequal lengths then padding; row 1: left padding then one."""
+  seg = np.ones((b, t), np.int32)
+  cuts = np.sort(np.random.default_rng(n).choice(np.arange(1, t - 9), n - 1, replace=False))
+  seg[0] = np.searchsorted(cuts, np.arange(t), side="right") + 1
+  seg[0, t - 9:] = 0
+  seg[1, :t // 5] = 0
+  return jnp.asarray(seg)
+
+
+def _check(impl, b, t, h, kh, d, dv, dtype=jnp.float32, atol=1e-5, grad_rtol=1e-5, seg=None):
   q, k, v, ct = _qkv(b, t, h, kh, d, dv, dtype)
-  seg = _segments(b, t)
+  seg = _segments(b, t) if seg is None else seg
   slot = jnp.arange(t)
   mask = layers.attention_mask(slot, slot, seg, seg)
   scale = d ** -0.5
@@ -73,10 +83,47 @@ CUDNN_SHAPES = {**SHAPES, "ragged": (2, 203, 4, 2, 32, 32)}
 
 
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs a GPU (run on the device)")
+@pytest.mark.parametrize("docs", [2, 5, kernels.RAGGED_MAX_SEGMENTS + 4])
 @pytest.mark.parametrize("shape", sorted(CUDNN_SHAPES))
-def test_cudnn_attention_equals_reference(shape):
-  # bf16 inputs (cuDNN has no fp32 kernel): bounds a few times bf16 rounding of O(1) outputs
-  _check("cudnn", *CUDNN_SHAPES[shape], dtype=jnp.bfloat16, atol=2e-2, grad_rtol=2e-2)
+@pytest.mark.parametrize("impl", ["cudnn", "cudnn_mask"])
+def test_cudnn_attention_equals_reference(impl, shape, docs):
+  # bf16 inputs (cuDNN has no fp32 kernel): bounds a few times bf16 rounding of O(1) outputs. More
+  # documents in a row than RAGGED_MAX_SEGMENTS take the mask path inside "cudnn" (lax.cond)
+  seg = _segments(2, CUDNN_SHAPES[shape][1]) if docs == 2 else _documents(2, CUDNN_SHAPES[shape][1], docs)
+  _check(impl, *CUDNN_SHAPES[shape], dtype=jnp.bfloat16, atol=2e-2, grad_rtol=2e-2, seg=seg)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs a GPU (run on the device)")
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_cudnn_packed_rows_take_the_ragged_layout(shape):
+  """The packed layout is really taken (not silently the mask path) for GQA and MLA."""
+  b, t, h, kh, d, dv = SHAPES[shape]
+  q, k, v, _ = _qkv(b, t, h, kh, d, dv, dtype=jnp.bfloat16)
+  out = kernels._cudnn_packed_or_none(q, k, v, _segments(b, t), d ** -0.5)
+  assert out is not None and out.shape == (b, t, h, dv)
+
+
+def test_segment_runs_are_the_documents_of_each_row():
+  seg = jnp.asarray([[1, 1, 1, 2, 2, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1, 1], [1, 2, 3, 3, 4, 0, 5, 5]])
+  lengths, starts, fits = kernels.segment_runs(seg, 3)
+  np.testing.assert_array_equal(lengths, [[3, 2, -1], [6, -1, -1], [1, 1, 2]])
+  np.testing.assert_array_equal(starts, [[0, 3, -1, -1], [2, -1, -1, -1], [0, 1, 2, -1]])
+  assert not bool(fits)  # row 2 holds 5 documents
+  assert bool(kernels.segment_runs(seg[:2], 3)[2])
+  # on the test layouts, the runs rebuild exactly the tokens of each document
+  t = 96
+  for seg in (_segments(2, t), _documents(2, t, 5), _documents(2, t, 12)):
+    lengths, starts, fits = kernels.segment_runs(seg, 12)
+    pos = np.arange(t)
+    for row in range(2):
+      rebuilt = np.zeros(t, np.int32)
+      for r, (s0, n) in enumerate(zip(np.asarray(starts[row]), np.asarray(lengths[row]))):
+        if n > 0:
+          rebuilt[(pos >= s0) & (pos < s0 + n)] = r + 1
+      # same partition into documents (ids renumbered in order of appearance)
+      np.testing.assert_array_equal(rebuilt != 0, np.asarray(seg[row]) != 0)
+      np.testing.assert_array_equal(np.diff(rebuilt) != 0, np.diff(np.asarray(seg[row])) != 0)
+    assert bool(fits)
 
 
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs a GPU (run on the device)")
@@ -110,6 +157,7 @@ def test_end_padding_leaves_causal_attention_unchanged():
 def test_auto_picks_per_backend_and_fp32_never_reaches_cudnn():
   want = {"gpu": "cudnn", "tpu": "splash"}.get(jax.devices()[0].platform, "xla")
   assert kernels.resolve("auto", jnp.bfloat16) == want
+  assert kernels.resolve("cudnn_mask", jnp.float32) == "xla"
   assert kernels.resolve("cudnn", jnp.float32) == "xla"
   with pytest.raises(ValueError, match="attention_impl"):
     kernels.resolve("flash3", jnp.float32)

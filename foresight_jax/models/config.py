@@ -55,7 +55,9 @@ class ModelConfig:
   # Youtu-2B shape, 0.9% at Qwen2.5-1.5B, 3.4% in the full trainer, and 7 GiB smaller (no stacked
   # residual writes), for a longer first compile; on the 2-core CPU host unrolled was slower
   scan_layers: bool | None = None
-  # training self-attention kernel (models/kernels.py): auto = cuDNN flash on GPU, splash on TPU, XLA on CPU
+  # training self-attention kernel (models/kernels.py): auto = cuDNN flash on GPU (packed rows in
+  # cuDNN's ragged layout; "cudnn_mask" passes them as a mask instead: slower, ~15 GiB less memory at
+  # Youtu-2B seq 4096), splash on TPU, XLA on CPU
   attention_impl: str = "auto"
   # decode reads the projections that share an input (q/k/v, MLA's q_a/kv_a, gate/up) as one matmul
   # each (transformer.decode_params): fewer kernels per generated token. None = on for GPU only,
