@@ -226,6 +226,41 @@ MUTANTS += [
     ("runs_overflow_offset_kept", KN, "  starts = starts.at[:, m].set(-1)\n", ""),
     ("runs_unused_zero", KN, "lengths = jnp.where(jnp.arange(m) < count[:, None], lengths, -1)", "lengths = lengths"),
 ]
+# group 12: the in-graph readers of the reward tables (answer normalisation, the boxed integer,
+# UTF-8, gold matching) and the tables themselves
+VT = "foresight_jax/rl/vocab_tables.py"
+MUTANTS += [
+    ("vt_squad_keeps_punct", VT, "keep = (jnp.arange(x.shape[-1]) < n[:, None]) & ((info & CP_PUNCT) == 0)",
+     "keep = jnp.arange(x.shape[-1]) < n[:, None]"),
+    ("vt_squad_no_lower", VT, 'y, n = compact(cp_lookup(tables, x, "cp_lower"), keep)', "y, n = compact(x, keep)"),
+    ("vt_article_an_half", VT, "art = (is_a | is_an | shift_right(is_an, 1, False) | is_the", "art = (is_a | is_an | is_the"),
+    ("vt_boxed_first", VT, "  last = row_last(box)\n", "  last = jnp.where(jnp.any(box, -1), row_first(box), -1)\n"),
+    ("vt_boxed_no_depth", VT, 'end = row_first(after & (x == ord("}")) & (depth == 0))', 'end = row_first(after & (x == ord("}")))'),
+    ("vt_boxed_keeps_commas", VT, 'keep = inner & (x != ord(",")) & (x != ord(" "))', 'keep = inner & (x != ord(" "))'),
+    ("vt_boxed_leading_zeros", VT, "emit = body & (idx >= nzp)", "emit = body"),
+    ("vt_boxed_minus_zero", VT, 'pre = (jnp.any(sign & (x == ord("-")), axis=-1) & ~zero)', 'pre = jnp.any(sign & (x == ord("-")), axis=-1)'),
+    ("vt_utf8_overlong", VT, "need = jnp.where(between(s, 0xC2, 0xDF)", "need = jnp.where(between(s, 0xC0, 0xDF)"),
+    ("vt_utf8_surrogates", VT, "hi2 = jnp.where(s == 0xED, 0x9F,", "hi2 = jnp.where(s == 0xED, 0xBF,"),
+    ("vt_utf8_fffd_per_byte", VT, "span = 1 + got  #", "span = jnp.where(valid, 1 + got, 1)  #"),
+    ("vt_gold_prefix", VT, "return jnp.any(same & (gl == length[:, None]), axis=-1)", "return jnp.any(same & (gl >= 0), axis=-1)"),
+    ("vt_canon_per_id", VT, "canon[i] = first.setdefault(key, i)", "canon[i] = i"),
+    ("vt_special_content", VT, "if host.is_content(key, i in tags or i in special):", "if host.is_content(key, i in tags):"),
+    ("vt_squeeze_braces", VT, 'c for c in string.punctuation.encode() if c not in b"{}"))', "c for c in string.punctuation.encode()))"),
+    ("vt_lead_ws_off", VT, "    if nonws[0] > 0:\n", "    if nonws[0] > 1:\n"),
+    ("vt_math_gold_squad", VT, "norm = [canonical_int(a) for a in answers] if m else", "norm = [normalize_answer(a) for a in answers] if m else"),
+]
+# group 13: the built-in chat renderers and the template detection (transformers is the oracle)
+CH = "foresight_jax/tokenizer/chat.py"
+MUTANTS += [
+    ("chatml_default_system_always", CH, 'and msgs[0][0] != "system":\n    parts.append(f"<|im_start|>system',
+     ':\n    parts.append(f"<|im_start|>system'),
+    ("llama3_no_strip", CH, '{content.strip()}<|eot_id|>"', '{content}<|eot_id|>"'),
+    ("youtu_assistant_no_eos", CH, 'parts.append(f"<|Assistant|>{content}<|end_of_text|>")', 'parts.append(f"<|Assistant|>{content}")'),
+    ("plain_no_generation_prompt", CH, 'parts.append("<|assistant|>\\n")', 'parts.append("")'),
+    ("chatml_gen_prompt_role", CH, 'parts.append("<|im_start|>assistant\\n")', 'parts.append("<|im_start|>assistant")'),
+    ("detect_system_escaped_newline", CH, r"system(?:\\n|\n)(", r"system(?:\n)("),
+    ("detect_plain_as_none", CH, '  if "<|user|>" in jinja and "<|end|>" in jinja and "<|assistant|>" in jinja:\n    return "plain", None\n', ""),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -246,6 +281,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          RD: ["tests/test_evals.py", "tests/test_evals_audit.py", "tests/test_data_foresight.py", "tests/test_data_slips.py",
               "tests/test_evals_model.py", "tests/test_rl_rewards.py"],
          DM: ["tests/test_demo.py"], KN: ["tests/test_kernels.py"],
+         VT: ["tests/test_rl_rewards.py", "tests/test_rl_step.py"],
+         CH: ["tests/test_tokenizer.py", "tests/test_train_stages.py"],
          EV: ["tests/test_evals_audit.py", "tests/test_evals.py", "tests/test_eval_cli.py"],
          SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 

@@ -24,7 +24,7 @@ from foresight_jax.data.schema import Task
 from foresight_jax.evals import rewards_host as H
 from foresight_jax.rl import rewards as R
 from foresight_jax.rl.layout import KIND_GEN, KIND_OBS, KIND_PAD, KIND_PROMPT
-from foresight_jax.rl.vocab_tables import VocabTables, encode_golds
+from foresight_jax.rl.vocab_tables import CONTENT, VocabTables, encode_golds
 from foresight_jax.sharding import make_mesh
 from foresight_jax.tokenizer import Tokenizer, train_sentencepiece
 
@@ -224,6 +224,16 @@ def champ_cases(rng):
       last = _turn(f"1. answer -> {t.answers[0]}", "0.70",
                    f"<answer> {form(t.answers[0])} </answer>")
       out.append(case(render.render_prompt(t), [last], [None], t.answers, "math"))
+  # no rng draw below (the cases above stay as they were). Commas are dropped before the integer is
+  # read, but CHAMP's integers are too small for `{:,}` to write one: split the gold by a comma.
+  # A signed zero reads as "0": golds of 0 against -0 forms
+  for t in tasks[:4]:
+    g = t.answers[0]
+    last = _turn(f"1. answer -> {g}", "0.70", f"<answer> {box(g[:1] + ',' + g[1:])} </answer>")
+    out.append(case(render.render_prompt(t), [last], [None], t.answers, "math"))
+  for zero in ("-0", "-000", "+0", "- 0"):
+    last = _turn("1. answer -> 0", "0.70", f"<answer> {box(zero)} </answer>")
+    out.append(case(render.render_prompt(tasks[0]), [last], [None], ["0"], "math"))
   return out
 
 
@@ -345,6 +355,13 @@ def data():
   mutated += [_sub_turn(c, rng, functools.partial(re.sub, r"<rollout>.*?</rollout>", f"<rollout>{ws}</rollout>",
                                                   flags=re.S), pick=0)
               for c, ws in zip(real[12:16], ["", " ", "\n", "\n \t\n"])]
+  # the gold followed by more words: exact match, not a prefix match (no rng draw either)
+  more = functools.partial(re.sub, r"</answer>", " and more</answer>")
+  mutated += [_sub_turn(c, rng, more, pick=len(c["turns"]) - 1) for c in real[16:20]]
+  # every success body once (the random mutations draw only some of them), and bodies whose last
+  # token starts with one space (SmolLM2's " ."): the space is inside the number
+  body = lambda b: functools.partial(re.sub, r"<success>.*?</success>", f"<success>{b}</success>", flags=re.S)
+  mutated += [_sub_turn(c, rng, body(b), pick=0) for c, b in zip(real[20:], SUCCESS_BODIES + ["0 .", "1 ."])]
   cases = real + mutated + fanout_cases(260, rng) + champ_cases(rng)
   return {"full": full, "raw": raw, "worlds": worlds, "real": real, "cases": cases}
 
@@ -469,6 +486,35 @@ def test_grounding_counts_content_words_only(sp):
   assert g(f"the {a} of {b}", f"{a} and {b}") == 1.0        # stopwords are not in the count
   assert g(f"{a} {a} {b} {b}", f"{a} {b} {b}") == 0.75       # clipped: {a} counts once
   assert g(f"{a} {b}", "nothing here") == 0.0
+  # special ids (the chat markers a tool turn's observation may hold) are never content, in the
+  # device tables as in the host vocabulary, though their text ("<|user|>" -> "user") is a word
+  special = sorted(tok.special_ids)
+  words = [i for i in special if H.token_key(vocab.id_bytes[i])]
+  assert words, [tok.decode([i]) for i in special]
+  flags, canon = np.asarray(sp["tables"].flags), np.asarray(sp["tables"].canon)
+  assert not any(flags[i] & CONTENT for i in special) and all(canon[i] == -1 for i in special)
+  assert all(vocab.content_key(i) is None for i in special)
+
+
+def test_utf8_decode_is_pythons_replace_decoder():
+  """The in-graph decoder of answer bytes against `bytes.decode("utf-8", "replace")` on byte
+  strings a byte-level tokenizer can emit: overlong forms, surrogates, values past U+10FFFF,
+  truncated sequences (one U+FFFD per maximal subpart), stray continuation bytes, random bytes."""
+  from foresight_jax.rl import vocab_tables as vt
+  cases = [b"abc", b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xe0\xa0\x80", b"\xed\xa0\x80",
+           b"\xed\x9f\xbf", b"\xf0\x80\x80\x80", b"\xf0\x90\x80\x80", b"\xf4\x8f\xbf\xbf",
+           b"\xf4\x90\x80\x80", b"\xf5\x80", b"\xe1\x80A", b"\xe1\x80", b"\xf1\x80\x80", b"\x80\x80",
+           "\u00c9t\u00e9 \u65e5\u672c \U0001f600".encode(), b"\xc3", b"a\xffb", b"\xc2\xc2\xa9"]
+  rng = random.Random(0)
+  pool = list(range(0x30, 0x7b)) + list(range(0x80, 0x100)) * 2
+  cases += [bytes(rng.choice(pool) for _ in range(rng.randint(1, 12))) for _ in range(1000)]
+  s = np.zeros((len(cases), 24), np.int32)
+  for i, c in enumerate(cases):
+    s[i, :len(c)] = list(c)
+  cp, count = vt.utf8_decode(jax.numpy.asarray(s), jax.numpy.asarray([len(c) for c in cases]))
+  cp, count = np.asarray(cp), np.asarray(count)
+  for i, c in enumerate(cases):
+    assert list(cp[i, :count[i]]) == [ord(ch) for ch in c.decode("utf-8", "replace")], c
 
 
 def test_calibration_and_combine_by_hand():

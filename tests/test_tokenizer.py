@@ -378,7 +378,13 @@ def test_render_chat_families():
   assert render_chat(one, "chatml", default_system=SMOLLM2_SYSTEM) == (
       f"<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
       "<|im_start|>assistant\n")
+  # a conversation with its own system turn gets no default one
+  own = [{"role": "system", "content": "sys"}] + one
+  assert render_chat(own, "chatml", default_system=SMOLLM2_SYSTEM).count("<|im_start|>system") == 1
   assert render_chat(one, "llama3", add_generation_prompt=False) == (
+      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>")
+  # Meta's template trims each message (jinja `| trim`)
+  assert render_chat([{"role": "user", "content": " \n hi \n"}], "llama3", add_generation_prompt=False) == (
       "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>")
   assert render_chat(WITH_SYSTEM[:3], "youtu") == (
       "<|begin_of_text|>  Answer briefly.  <|User|>Where was X born?<|Assistant|><think> need X "
@@ -400,6 +406,7 @@ def test_detect_chat_template():
   assert detect_chat_template(LLAMA3_JINJA) == ("llama3", None)
   assert detect_chat_template("{{ '<|im_start|>' + m }}") == ("chatml", None)
   assert detect_chat_template("{{'<|User|>' + c + '<|Assistant|>'}}") == ("youtu", None)
+  assert detect_chat_template("{{'<|user|>\\n' + c + '<|end|>\\n<|assistant|>\\n'}}") == ("plain", None)
   assert detect_chat_template("[INST] {{ c }} [/INST]") is None and detect_chat_template(None) is None
 
 

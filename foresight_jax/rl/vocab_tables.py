@@ -285,20 +285,33 @@ def window_bytes(tables, toks, valid):
 
 
 def utf8_decode(s, n):
-  """Code points of compacted UTF-8 byte streams [N, L] (U+FFFD for a byte that starts no valid
-  sequence), compacted, and their count."""
+  """Code points of compacted UTF-8 byte streams [N, L], compacted, and their count: Python's
+  `bytes.decode("utf-8", "replace")` (and Rust's `from_utf8_lossy`, which tokenizers' decoders
+  use), i.e. Unicode's well-formed sequences only (no overlong forms, surrogates or values past
+  U+10FFFF) and one U+FFFD for each maximal subpart of an ill-formed sequence."""
   b1, b2, b3 = (shift_left(s, k, 0) for k in (1, 2, 3))
   cont = lambda x: (x & 0xC0) == 0x80  # noqa: E731
-  v2 = (s >= 0xC2) & (s < 0xE0) & cont(b1)
-  v3 = (s >= 0xE0) & (s < 0xF0) & cont(b1) & cont(b2)
-  v4 = (s >= 0xF0) & (s < 0xF5) & cont(b1) & cont(b2) & cont(b3)
-  eaten = (shift_right(v2 | v3 | v4, 1, False) | shift_right(v3 | v4, 2, False)
-           | shift_right(v4, 3, False))  # continuation bytes of a valid sequence
+  between = lambda x, lo, hi: (x >= lo) & (x <= hi)  # noqa: E731
+  need = jnp.where(between(s, 0xC2, 0xDF), 1, jnp.where(between(s, 0xE0, 0xEF), 2, jnp.where(
+      between(s, 0xF0, 0xF4), 3, 0)))  # continuation bytes a lead byte asks for
+  # the second byte's range depends on the lead (Unicode Table 3-7): no overlong forms, no
+  # surrogates (ED A0..BF), nothing past U+10FFFF (F4 90..)
+  lo2 = jnp.where(s == 0xE0, 0xA0, jnp.where(s == 0xF0, 0x90, 0x80))
+  hi2 = jnp.where(s == 0xED, 0x9F, jnp.where(s == 0xF4, 0x8F, 0xBF))
+  ok1 = (need >= 1) & between(b1, lo2, hi2)
+  ok2 = ok1 & (need >= 2) & cont(b2)
+  ok3 = ok2 & (need >= 3) & cont(b3)
+  got = ok1.astype(jnp.int32) + ok2 + ok3  # continuation bytes present, in order
+  valid = (need > 0) & (got == need)
+  span = 1 + got  # a valid sequence, or the maximal subpart one U+FFFD replaces
+  eaten = (shift_right(span > 1, 1, False) | shift_right(span > 2, 2, False)
+           | shift_right(span > 3, 3, False))  # bytes inside the span of an earlier lead
   start = (jnp.arange(s.shape[-1]) < n[:, None]) & ~eaten
   c = lambda x: x & 0x3F  # noqa: E731
-  cp = jnp.where(s < 0x80, s, jnp.where(v2, ((s & 0x1F) << 6) | c(b1), jnp.where(
-      v3, ((s & 0x0F) << 12) | (c(b1) << 6) | c(b2), jnp.where(
-          v4, ((s & 0x07) << 18) | (c(b1) << 12) | (c(b2) << 6) | c(b3), 0xFFFD))))
+  multi = jnp.where(need == 1, ((s & 0x1F) << 6) | c(b1), jnp.where(
+      need == 2, ((s & 0x0F) << 12) | (c(b1) << 6) | c(b2),
+      ((s & 0x07) << 18) | (c(b1) << 12) | (c(b2) << 6) | c(b3)))
+  cp = jnp.where(s < 0x80, s, jnp.where(valid, multi, 0xFFFD))
   return compact(cp, start)
 
 
