@@ -3,7 +3,8 @@ RL loss, the rewards (in-graph and their host oracles), the rollout's tool loop,
 the update's bookkeeping, resume and data order, the block grammar, the evaluation figures (a sign,
 a clip bound, an estimator, an average, a bin edge, the pairing of a bootstrap), the LM stages
 (which tokens are trained on, packing, the loss, the attention mask), the model's hand-written
-kernels or the sampler; the audit applies it to a checkout, runs the tests that cover that file,
+kernels, the sampler, the retrievers, the host-tool path, checkpoint import and export, or the
+synthetic world; the audit applies it to a checkout, runs the tests that cover that file,
 and reports the mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
@@ -261,6 +262,71 @@ MUTANTS += [
     ("detect_system_escaped_newline", CH, r"system(?:\\n|\n)(", r"system(?:\n)("),
     ("detect_plain_as_none", CH, '  if "<|user|>" in jinja and "<|end|>" in jinja and "<|assistant|>" in jinja:\n    return "plain", None\n', ""),
 ]
+# group 14: retrieval: the host BM25 (the Search-R1 server's and the evaluation's), the dense
+# index's two-stage top-k, the encoder's pooling
+BM, DN, EN = "foresight_jax/retrieval/bm25.py", "foresight_jax/retrieval/dense.py", "foresight_jax/retrieval/encoder.py"
+MUTANTS += [
+    ("bm25h_classic_idf", BM, "idf = np.log1p((n - df + 0.5) / (df + 0.5))", "idf = np.log((n - df + 0.5) / (df + 0.5))"),
+    ("bm25h_qtf_once", BM, "index.weights[s:e] * np.float32(c)", "index.weights[s:e] * np.float32(1)"),
+    ("bm25h_title_once", BM, "tokenize(title, stop) * title_weight", "tokenize(title, stop)"),
+    ("bm25h_ties_high_index", BM, "order = np.lexsort((cand, -scores[cand]))[:k]", "order = np.lexsort((-cand, -scores[cand]))[:k]"),
+    ("bm25h_candidates_strict", BM, "cand = np.flatnonzero(scores >= kth)", "cand = np.flatnonzero(scores > kth)"),
+    ("bm25h_case_sensitive", BM, "toks = _TOKEN.findall(text.lower())", "toks = _TOKEN.findall(text)"),
+    ("bm25h_avgdl_first_doc", BM, "avgdl = max(float(lens.mean()), 1e-9)", "avgdl = max(float(lens[0]), 1e-9)"),
+    ("dense_padding_can_win", DN, "s = jnp.where(rows[None] < n_valid, s, -jnp.inf)", "s = s + 0.0 * rows[None]"),
+    ("dense_local_ids", DN, "return v, (i + row0).astype(jnp.int32)", "return v, i.astype(jnp.int32)"),
+    ("dense_candidate_ids", DN, "return v2, jnp.take_along_axis(i, j, axis=1)", "return v2, j"),
+    ("dense_shard_offset", DN, "jax.lax.axis_index(axes) * per", "0 * per"),
+    ("enc_mean_counts_padding", EN, "out = (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1e-9)", "out = hidden.mean(1)"),
+    ("enc_no_normalize", EN, "  if cfg.normalize:  # torch", "  if False:  # torch"),
+]
+# group 15: the host-tool path (tools that cannot run on the device)
+HT = "foresight_jax/rl/host_tools.py"
+MUTANTS += [
+    ("ht_arg_first_open", HT, "arg = gen[opens[-1] + 1:-1] if opens else []", "arg = gen[opens[0] + 1:-1] if opens else []"),
+    ("ht_blank_call_accepted", HT, "      if any(not blank[t] for t in arg):\n", "      if True:\n"),
+    ("ht_cut_drops_close", HT, "ids = ids[:obs_w - len(suf)] + list(suf)", "ids = ids[:obs_w]"),
+    ("ht_failed_row_goes_on", HT, "failed[r], alive[r] = True, False", "failed[r] = True"),
+    ("ht_no_affixes", HT, "ids = list(pre) + [int(x) for x in fut.result(timeout=timeout_s)] + list(suf)",
+     "ids = [int(x) for x in fut.result(timeout=timeout_s)]"),
+    ("ht_timeout_ignored", HT, "fut.result(timeout=timeout_s)", "fut.result()"),
+    ("ht_searches_uncounted", HT, "        searches[r] += 1\n", ""),
+    ("ht_invalid_uncounted", HT, "          n_invalid[r] += 1\n", ""),
+    ("ht_obs_as_gen", HT, "kinds[r] += [KIND_OBS] * k", "kinds[r] += [KIND_GEN] * k"),
+    ("ht_key_reused", HT, "key, k_turn = jax.random.split(key)", "k_turn = key"),
+    ("ht_tags_open_only", HT, "if len(o) == 1 and len(c) == 1:", "if len(o) == 1:"),
+    ("ht_answer_goes_on", HT, "answered[r], alive[r] = True, False", "answered[r] = True"),
+]
+# group 16: checkpoints: GGUF's rope row permutation and column blocks, the HF config mapping
+GG, HC = "foresight_jax/models/checkpoint/gguf_io.py", "foresight_jax/models/checkpoint/hf.py"
+MUTANTS += [
+    ("gguf_no_unpermute", GG, "      w = _unpermute(w, (b - a) // hd)[r0 - a:r1 - a]\n", "      w = w[r0 - a:r1 - a]\n"),
+    ("gguf_k_heads_as_q", GG, 'hd = t.data.shape[0] // (self.n_head if ".attn_q." in name else self.n_kv_head)',
+     "hd = t.data.shape[0] // self.n_head"),
+    ("gguf_unpermute_pairs", GG, "w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1)", "w.reshape(n_head, 2, dim, *w.shape[1:])"),
+    ("gguf_col_block_ignored", GG, "      w = w[:, ranges[1][0]:ranges[1][1]]\n", "      pass\n"),
+    ("hf_kv_heads_default_one", HC, 'num_kv_heads=d.get("num_key_value_heads") or H', 'num_kv_heads=d.get("num_key_value_heads") or 1'),
+    ("hf_tie_default_true", HC, 'tie_embeddings=bool(d.get("tie_word_embeddings", _TIE_DEFAULT[family]))',
+     'tie_embeddings=bool(d.get("tie_word_embeddings", True))'),
+    ("hf_export_first_eos", HC, "eos_token_id=None if not eos else eos[0] if len(eos) == 1 else eos",
+     "eos_token_id=None if not eos else eos[0]"),
+    ("hf_export_no_llama3", HC, "  if cfg.rope_llama3_scaling is not None:\n    fa, lo", "  if False:\n    fa, lo"),
+    ("hf_head_dim_ignored", HC, 'head_dim=d.get("head_dim") or D // H', "head_dim=D // H"),
+]
+# group 17: the synthetic world: its search, reading objects back out of passages, question chains
+WD = "foresight_jax/data/world.py"
+MUTANTS += [
+    ("world_title_once", WD, "tf = Counter(_tokens(title) * 2 + _tokens(text))", "tf = Counter(_tokens(title) + _tokens(text))"),
+    ("world_ties_later_doc", WD, "ranked = sorted(scores, key=lambda i: (-scores[i], i))[:k]",
+     "ranked = sorted(scores, key=lambda i: (-scores[i], -i))[:k]"),
+    ("world_no_fill", WD, "      if i not in scores:\n        ranked.append(i)\n", "      pass\n"),
+    ("world_query_tf", WD, "for t in dict.fromkeys(_tokens(query)):", "for t in _tokens(query):"),
+    ("world_extract_any_subject", WD, 'if s == subject or s.endswith(" " + subject):', "if True:"),
+    ("world_extract_unordered", WD, "return [o for _, o in sorted(found)]", "return [o for _, o in found]"),
+    ("world_chain_revisits", WD, "options = [r for r in KIND_RELATIONS[e.kind] if e.rel.get(r) not in path]",
+     "options = [r for r in KIND_RELATIONS[e.kind]]"),
+    ("world_who_for_things", WD, 'wh = "Who is" if RELATIONS[rels[-1]].target == "person" else "What is"', 'wh = "Who is"'),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -284,6 +350,16 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          VT: ["tests/test_rl_rewards.py", "tests/test_rl_step.py"],
          CH: ["tests/test_tokenizer.py", "tests/test_train_stages.py"],
          EV: ["tests/test_evals_audit.py", "tests/test_evals.py", "tests/test_eval_cli.py"],
+         BM: ["tests/test_retrieval_bm25.py", "tests/test_retrieval_server.py", "tests/test_rl_device_search.py",
+              "tests/test_eval_suites.py"],
+         DN: ["tests/test_retrieval_dense.py", "tests/test_retrieval_encoder.py"],
+         EN: ["tests/test_retrieval_encoder.py", "tests/test_retrieval_dense.py"],
+         HT: ["tests/test_rl_rollout.py", "tests/test_rl_step.py"],
+         GG: ["tests/test_checkpoint_gguf.py", "tests/test_smollm2_gguf.py", "tests/test_checkpoint_errors.py"],
+         HC: ["tests/test_checkpoint_parity.py", "tests/test_checkpoint_errors.py", "tests/test_checkpoint_gguf.py",
+              "tests/test_smollm2_gguf.py"],
+         WD: ["tests/test_data_world.py", "tests/test_retrieval_bm25.py", "tests/test_data_foresight.py",
+              "tests/test_rl_device_search.py"],
          SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 
 

@@ -198,6 +198,10 @@ def test_config_mapping_legacy_fields_and_presets():
   assert cfg.rope_theta == 5e5 and cfg.rope_llama3_scaling == (32.0, 1.0, 4.0, 8192)
   assert cfg.eos_token_ids == (7, 9) and cfg.bos_token_id is None and cfg.head_dim == 8
   assert not cfg.tie_embeddings
+  # no num_key_value_heads (LLaMA-1-era configs): multi-head attention, as transformers reads it
+  mha = {k: v for k, v in legacy.items() if k != "num_key_value_heads"}
+  tc = transformers.AutoConfig.for_model("llama", **{k: v for k, v in mha.items() if k != "model_type"})
+  assert hf_config_to_model_config(mha).num_kv_heads == tc.num_key_value_heads == 8
   qwen3 = presets.model_config("qwen2_5_1_5b", family="qwen3", attention_bias=False, qk_norm=True)
   for c in [presets.model_config(n) for n in ("llama3_2_3b", "smollm2_135m", "qwen2_5_7b", "youtu_llm_2b",
                                               "tiny", "tiny_mla")] + [

@@ -1,5 +1,6 @@
 """Synthetic world and math tasks: determinism, search format, expert vs noisy policies."""
 import hashlib
+import math
 import os
 import random
 import re
@@ -87,6 +88,42 @@ def test_documents_state_each_relation(world):
       assert extract_objects(f"Doc 1(Title: {title}) {text}", title, rel) == [obj], (title, rel)
 
 
+def _world_bm25_ranking(docs, query, k1=1.2, b=0.75):
+  """The world's search written out: BM25 with the title counted twice, each distinct query word once,
+  ties and zero scores in document order."""
+  words = lambda x: re.findall(r"[a-z0-9]+", x.lower())  # noqa: E731
+  bags = [words(t) * 2 + words(x) for t, x in docs]
+  avg, n = sum(map(len, bags)) / len(bags), len(bags)
+  scores = []
+  for bag in bags:
+    s = 0.0
+    for w in set(words(query)):
+      df, tf = sum(w in d for d in bags), bag.count(w)
+      if tf:
+        s += math.log(1 + (n - df + 0.5) / (df + 0.5)) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(bag) / avg))
+    scores.append(s)
+  return sorted(range(n), key=lambda i: (-round(scores[i], 9), i)), scores
+
+
+def test_world_search_is_bm25_with_titles_twice_and_ties_to_the_earlier_doc():
+  w = World(2)
+  w.docs = [("Vel", "a river town by the sea"), ("Oskar Lund", "oskar lund was born in vel vel"),
+            ("Marn", "a river town by the sea"), ("Lund", "vel town"), ("Tor", "nothing in common")]
+  w._index()
+  w._cache = {}
+  for q in ("river town", "vel", "vel vel vel town", "oskar lund vel", "lund", "sea marn"):
+    order, scores = _world_bm25_ranking(w.docs, q)
+    assert [w.docs.index(d) for d in w.search(q, len(w.docs))] == order, (q, scores)
+  assert [t for t, _ in w.search("river town", 2)] == ["Vel", "Marn"]  # an exact tie: the earlier doc first
+
+
+def test_extract_objects_in_order_of_appearance():
+  text = "The source of Rhine lies near Amsterdam. Rhine rises near Bonn."
+  assert extract_objects(text, "Rhine", "source_in") == ["Amsterdam", "Bonn"]
+  assert extract_objects("Rhine rises near Bonn. The source of Rhine lies near Amsterdam.", "Rhine",
+                         "source_in") == ["Bonn", "Amsterdam"]
+
+
 @pytest.mark.parametrize("hops", [1, 2, 3, 4])
 def test_questions_answerable_by_expert_noisy_lower(world, hops):
   rng = random.Random(hops)
@@ -95,6 +132,7 @@ def test_questions_answerable_by_expert_noisy_lower(world, hops):
     path = t.meta["path"]
     assert len(t.meta["relations"]) == hops and len(set(path)) == hops + 1
     assert t.answers == [path[-1]] and t.question.endswith("?")
+    assert t.question.startswith("Who is ") == (t.meta["kinds"][-1] == "person"), t.question
   acc = {}
   for name in ("expert", "mild", "heavy"):
     trajs = [rollout_search(world, t, name, seed=i) for i, t in enumerate(tasks)]

@@ -19,9 +19,9 @@ DOCS = [
 ]
 
 
-def _reference_scores(docs, query, k1, b, stop):
-  """The textbook formula evaluated term by term, no index."""
-  toks = [bm25.tokenize(t, stop) + bm25.tokenize(x, stop) for t, x in docs]
+def _reference_scores(docs, query, k1, b, stop, title_weight=1):
+  """The textbook formula evaluated term by term, no index (the title counted `title_weight` times)."""
+  toks = [bm25.tokenize(t, stop) * title_weight + bm25.tokenize(x, stop) for t, x in docs]
   avg = sum(map(len, toks)) / len(toks)
   n = len(docs)
   out = []
@@ -36,13 +36,13 @@ def _reference_scores(docs, query, k1, b, stop):
   return np.array(out)
 
 
-@pytest.mark.parametrize("k1,b", [(0.9, 0.4), (1.2, 0.75)])
+@pytest.mark.parametrize("k1,b,title_weight", [(0.9, 0.4, 1), (1.2, 0.75, 1), (0.9, 0.4, 3)])
 @pytest.mark.parametrize("query", ["capital of Germany", "museum in Paris", "python python",
                                    "river Netherlands Germany", "nothing matches zzz"])
-def test_scores_match_formula(query, k1, b):
-  index = bm25.build_index(DOCS, k1=k1, b=b)
-  np.testing.assert_allclose(bm25.score(index, query),
-                             _reference_scores(DOCS, query, k1, b, bm25.ENGLISH_STOPWORDS), rtol=1e-5)
+def test_scores_match_formula(query, k1, b, title_weight):
+  index = bm25.build_index(DOCS, k1=k1, b=b, title_weight=title_weight)
+  want = _reference_scores(DOCS, query, k1, b, bm25.ENGLISH_STOPWORDS, title_weight)
+  np.testing.assert_allclose(bm25.score(index, query), want, rtol=1e-5)
 
 
 def test_ranking_sanity():

@@ -86,6 +86,10 @@ def test_k_larger_than_corpus_and_bad_inputs():
   q, e = _data(n=5)
   v, i = dense.search(jnp.asarray(q), jnp.asarray(np.pad(e, ((0, 3), (0, 0)))), k=10, n_valid=5, shards=2)
   assert i.shape == (6, 5) and np.isfinite(np.asarray(v)).all()
+  # the 3 zero padding rows score 0, above every real row with a negative score: they must still lose
+  ids, vals = _numpy_top_k(q, e, 5)
+  assert (vals < 0).any()
+  np.testing.assert_array_equal(np.asarray(i), ids)
   with pytest.raises(ValueError, match="shards"):
     dense.search(jnp.asarray(q), jnp.asarray(e), k=2, shards=2)
   with pytest.raises(ValueError, match="top-k"):

@@ -181,3 +181,54 @@ def test_failing_tool_fails_only_its_rows(env, caplog):
   assert failed[rows_task1 & ~out.answered].all() and not failed[~rows_task1].any()
   if failed.any():
     assert e.tasks[1].id in caplog.text and "search server down" in caplog.text
+
+
+def test_slow_failed_and_overlong_tool_calls(env, caplog):
+  """A tool slower than `timeout_s` fails its row like one that raises, and a failed row's episode
+  ends at that turn (no observation, no later turn); an observation longer than `obs_width` is cut
+  to it and keeps its closing affix."""
+  import time
+  cfg, params, tok, e = env
+  _TOK[id(e)] = tok
+  b = _batch(e)
+  tool, affixes = _device_tool(e, b)
+  pre, suf = (list(a) for a in affixes)
+  width = max(len(np.asarray(e.tools.invalid)), len(pre) + len(suf) + 6)
+
+  # the device tool's docs for each task, fetched now: its first jitted call would count against the timeout
+  docs = {int(t): tool(int(t), "search", tok.encode(" Paris")) for t in set(np.asarray(b["task"]).tolist())}
+
+  def slow_or_long(task, name, arg):
+    if task == 1:
+      time.sleep(1.5)
+    return np.tile(docs[task], 4)  # several times the width
+  args = (cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]), jax.random.key(0), slow_or_long,
+          e.tools, host_tools.tool_tag_ids(tok, ("search",)), np.asarray(b["task"]), affixes, RCFG)
+  with caplog.at_level(logging.WARNING):
+    out, failed = host_tools.rollout_host(*args, obs_width=width, timeout_s=0.5, task_names=[t.id for t in e.tasks])
+  task = np.asarray(b["task"])
+  assert failed.any() and set(task[failed]) == {1}, (task, failed)
+  fails = [m for m in caplog.messages if m.startswith("tool call failed")]
+  assert len(fails) == failed.sum() and all(f"task {e.tasks[1].id} " in m for m in fails), fails
+  cut = 0
+  for r in range(len(task)):
+    kind, turn, toks = out.kind[r], out.turn[r], out.tokens[r]
+    last = int(out.n_turns[r]) - 1
+    if failed[r]:  # ends with the generated turn whose call failed: nothing observed, no later turn
+      live = kind != KIND_PAD
+      assert kind[live][-1] == KIND_GEN and turn[live][-1] == last and not out.answered[r]
+      assert not ((kind == KIND_OBS) & (turn == last)).any() and int(out.searches[r]) == last
+      continue
+    for t in range(last + 1):
+      obs = toks[(kind == KIND_OBS) & (turn == t)].tolist()
+      if obs and obs != np.asarray(e.tools.invalid).tolist():
+        assert len(obs) == width and obs[:len(pre)] == pre and obs[-len(suf):] == suf, (r, t, obs)
+        cut += 1
+  assert cut > 0
+
+
+def test_tool_tags_are_single_tokens_both_ways():
+  class Tok:  # "<calc>" is one piece, "</calc>" two: the calculator cannot be served
+    def encode(self, text):
+      return {"<search>": [5], "</search>": [6], "<calc>": [7], "</calc>": [8, 9]}.get(text, [1, 2, 3])
+  assert host_tools.tool_tag_ids(Tok(), ("search", "calc", "answer")) == {"search": (5, 6)}
