@@ -3,8 +3,9 @@ RL loss, the rewards (in-graph and their host oracles), the rollout's tool loop,
 the update's bookkeeping, resume and data order, the block grammar, the evaluation figures (a sign,
 a clip bound, an estimator, an average, a bin edge, the pairing of a bootstrap), the LM stages
 (which tokens are trained on, packing, the loss, the attention mask), the model's hand-written
-kernels, the sampler, the retrievers, the host-tool path, checkpoint import and export, or the
-synthetic world; the audit applies it to a checkout, runs the tests that cover that file,
+kernels, the sampler, the retrievers, the host-tool path, checkpoint import and export, the
+synthetic world, or the evaluation's record of a device rollout; the audit applies it to a
+checkout, runs the tests that cover that file,
 and reports the mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
@@ -287,9 +288,12 @@ MUTANTS += [
     ("ht_blank_call_accepted", HT, "      if any(not blank[t] for t in arg):\n", "      if True:\n"),
     ("ht_cut_drops_close", HT, "ids = ids[:obs_w - len(suf)] + list(suf)", "ids = ids[:obs_w]"),
     ("ht_failed_row_goes_on", HT, "failed[r], alive[r] = True, False", "failed[r] = True"),
-    ("ht_no_affixes", HT, "ids = list(pre) + [int(x) for x in fut.result(timeout=timeout_s)] + list(suf)",
-     "ids = [int(x) for x in fut.result(timeout=timeout_s)]"),
-    ("ht_timeout_ignored", HT, "fut.result(timeout=timeout_s)", "fut.result()"),
+    ("ht_no_affixes", HT, "ids = list(pre) + [int(x) for x in got] + list(suf)", "ids = [int(x) for x in got]"),
+    ("ht_timeout_ignored", HT, "got = fut.result(timeout=max(0.0, deadline - time.monotonic()))", "got = fut.result()"),
+    ("ht_timeout_per_row", HT, "got = fut.result(timeout=max(0.0, deadline - time.monotonic()))", "got = fut.result(timeout=timeout_s)"),
+    # equivalent in outcome: the deadline scales with the waves of workers, so fewer threads change
+    # only how long a turn with many calls waits (a speed property, not a test's)
+    ("ht_eight_workers", HT, "workers = max(1, min(b, MAX_WORKERS))", "workers = 8"),
     ("ht_searches_uncounted", HT, "        searches[r] += 1\n", ""),
     ("ht_invalid_uncounted", HT, "          n_invalid[r] += 1\n", ""),
     ("ht_obs_as_gen", HT, "kinds[r] += [KIND_OBS] * k", "kinds[r] += [KIND_GEN] * k"),
@@ -327,6 +331,38 @@ MUTANTS += [
      "options = [r for r in KIND_RELATIONS[e.kind]]"),
     ("world_who_for_things", WD, 'wh = "Who is" if RELATIONS[rels[-1]].target == "person" else "What is"', 'wh = "Who is"'),
 ]
+# group 18: the sampler's stop bookkeeping and token choice (core), and the host's stop sequences
+HS = "foresight_jax/sampling/host.py"
+MUTANTS += [
+    ("samp_stop_before_eos", SC, "reason = jnp.where(is_eos, STOP_EOS, jnp.where(is_stop, STOP_SEQUENCE,",
+     "reason = jnp.where(is_stop, STOP_SEQUENCE, jnp.where(is_eos, STOP_EOS,"),
+    ("samp_len_one_more", SC, "is_len = (i + 1) >= limit", "is_len = i >= limit"),
+    ("samp_row_limit_ignored", SC, "return jnp.minimum(jnp.asarray(stop.max_new_tokens_per_row, jnp.int32), max_new_tokens)",
+     "return jnp.full_like(jnp.asarray(stop.max_new_tokens_per_row, jnp.int32), max_new_tokens)"),
+    ("samp_done_rows_emit", SC, "tok = jnp.where(active, tok, state.pad_id)  #", "tok = tok  #"),
+    ("samp_done_rows_logprob", SC, "jnp.where(active, logprob, 0.0)[:, None], (0, i))", "logprob[:, None], (0, i))"),
+    ("samp_top_token_not_kept", SC, "return keep.at[:, 0].set(True)", "return keep"),
+    ("samp_top_k_ignores_top_p", SC, "vals = jnp.where(_top_p_keep_sorted(vals, top_p), vals, -jnp.inf)", "vals = vals"),
+    ("samp_greedy_rows_sampled", SC, "return jnp.where(temperature > 0, sampled, greedy)", "return sampled"),
+    ("samp_argmax_last", SC, "return jnp.min(jnp.where(x == m, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1]), axis=-1)",
+     "return jnp.max(jnp.where(x == m, jnp.arange(x.shape[-1], dtype=jnp.int32), -1), axis=-1)"),
+    ("stops_left_aligned", HS, "arr[r, j, s_len - len(v):] = v", "arr[r, j, :len(v)] = v"),
+    ("stops_no_merge_prefix", HS, "tail = tuple(int(t) for t in ids[n:])", "tail = tuple(int(t) for t in ids[len(base):])"),
+    ("stops_token_ids_dropped", HS, "      if (int(t),) not in seqs:\n        seqs.append((int(t),))\n", "      pass\n"),
+    ("stops_first_row_for_all", HS, "for s in (stop_strings_per_row[r] if", "for s in (stop_strings_per_row[0] if"),
+]
+# group 19: the evaluation's record of a device rollout (the demo's table is read from it)
+DA = "foresight_jax/evals/device_agent.py"
+MUTANTS += [
+    ("da_obs_wrapper_kept", DA, "    return text[len(pre):len(text) - len(suf)]\n", "    return text\n"),
+    ("da_unanswered_last_is_answer", DA, "last = bool(answered[b]) and t == int(n_turns[b]) - 1", "last = t == int(n_turns[b]) - 1"),
+    ("da_eos_as_stop", DA, '    return "eos"\n', '    return "stop"\n'),
+    ("da_length_never", DA, 'return "length" if len(gen) >= budget else "stop"', 'return "stop"'),
+    ("da_invalid_never", DA, "invalid = obs is not None and obs == invalid_message(task.domain)", "invalid = False"),
+    ("da_answer_unstripped", DA, '("answer", (answer_body(text) or "").strip())', '("answer", answer_body(text) or "")'),
+    ("da_success_dropped", DA, "parsed.success, action, invalid, obs, spec))", "None, action, invalid, obs, spec))"),
+    ("da_eos_in_text", DA, "text = tokenizer.decode(gen[:-1] if gen and gen[-1] in eos_ids else gen)", "text = tokenizer.decode(gen)"),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -360,6 +396,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
               "tests/test_smollm2_gguf.py"],
          WD: ["tests/test_data_world.py", "tests/test_retrieval_bm25.py", "tests/test_data_foresight.py",
               "tests/test_rl_device_search.py"],
+         HS: ["tests/test_sampling.py", "tests/test_evals_model.py", "tests/test_smollm2_gguf.py"],
+         DA: ["tests/test_evals_device_record.py", "tests/test_eval_cli.py", "tests/test_evals_model.py", "tests/test_eval_suites.py", "tests/test_demo.py"],
          SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
 
 

@@ -210,6 +210,7 @@ def test_slow_failed_and_overlong_tool_calls(env, caplog):
   assert failed.any() and set(task[failed]) == {1}, (task, failed)
   fails = [m for m in caplog.messages if m.startswith("tool call failed")]
   assert len(fails) == failed.sum() and all(f"task {e.tasks[1].id} " in m for m in fails), fails
+  assert all(m.endswith("no answer within 0.5 s") for m in fails), fails
   cut = 0
   for r in range(len(task)):
     kind, turn, toks = out.kind[r], out.turn[r], out.tokens[r]
@@ -232,3 +233,55 @@ def test_tool_tags_are_single_tokens_both_ways():
     def encode(self, text):
       return {"<search>": [5], "</search>": [6], "<calc>": [7], "</calc>": [8, 9]}.get(text, [1, 2, 3])
   assert host_tools.tool_tag_ids(Tok(), ("search", "calc", "answer")) == {"search": (5, 6)}
+
+
+def test_a_hung_tool_fails_every_calling_row_after_one_timeout(env):
+  """Every call of the turn hangs for 1.5 s against `timeout_s=0.4`: the turn's calls run side by side
+  under one deadline, so all of them fail. (Waiting row by row, each with a fresh 0.4 s, the fourth
+  row waited on would find its call done at 1.5 s and go on.)"""
+  import time
+  cfg, params, tok, e = env
+  _TOK[id(e)] = tok
+  b = _batch(e)
+  tool, affixes = _device_tool(e, b)
+  docs = {int(t): tool(int(t), "search", tok.encode(" Paris")) for t in set(np.asarray(b["task"]).tolist())}
+
+  def hung(task, name, arg):
+    time.sleep(1.5)
+    return docs[task]
+  out, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]),
+                                        jax.random.key(0), hung, e.tools, host_tools.tool_tag_ids(tok, ("search",)),
+                                        np.asarray(b["task"]), affixes, RCFG, obs_width=e.index.max_obs_tokens,
+                                        timeout_s=0.4)
+  called = ~out.answered & (out.invalid == out.n_turns - 1) & (out.n_turns > 0)
+  assert called.sum() >= 4 and (failed == called).all(), (failed, called, out.n_turns, out.invalid)
+  assert (out.searches == 0).all()
+
+
+def test_a_tool_the_host_does_not_serve_is_an_invalid_action(env):
+  """With no tool served, every turn that closes </search> gets the invalid-action message as its
+  observation and is counted in `invalid`, never in `searches`, and the tool is never called."""
+  cfg, params, tok, e = env
+  _TOK[id(e)] = tok
+  b = _batch(e)
+  _, affixes = _device_tool(e, b)
+
+  def never(task, name, arg):
+    raise AssertionError("a tool the host does not serve was called")
+  out, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]),
+                                        jax.random.key(0), never, e.tools, {}, np.asarray(b["task"]), affixes, RCFG,
+                                        obs_width=e.index.max_obs_tokens)
+  invalid, close = np.asarray(e.tools.invalid).tolist(), tok.encode("</search>")[0]
+  total = 0
+  for r in range(len(failed)):
+    kind, turn, toks = out.kind[r], out.turn[r], out.tokens[r]
+    n = 0
+    for t in range(int(out.n_turns[r])):
+      gen = toks[(kind == KIND_GEN) & (turn == t)]
+      obs = toks[(kind == KIND_OBS) & (turn == t)].tolist()
+      if gen[-1] == close:
+        n += 1
+        assert obs == invalid, (r, t)
+    assert int(out.invalid[r]) == n and int(out.searches[r]) == 0
+    total += n
+  assert total > 0 and not failed.any()

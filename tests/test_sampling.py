@@ -183,7 +183,8 @@ def test_top_k_1_and_tiny_top_p_equal_greedy(name):
   greedy = run(jax.random.key(0), S.SamplingParams.make(8, 0.0)).tokens
   topk1 = run(jax.random.key(5), S.SamplingParams.make(8, 1.0, top_k=1)).tokens
   topp = run(jax.random.key(6), S.SamplingParams.make(8, 1.0, top_p=1e-6)).tokens
-  for other in (topk1, topp):
+  topp0 = run(jax.random.key(7), S.SamplingParams.make(8, 1.0, top_p=0.0)).tokens  # the top token is always kept
+  for other in (topk1, topp, topp0):
     np.testing.assert_array_equal(np.asarray(other), np.asarray(greedy))
 
 
@@ -209,6 +210,11 @@ def test_sample_logits_respects_top_k_and_top_p():
       assert set(got[:, r]) <= set(nucleus), (top_k, r)
   # temperature 0 is argmax whatever the key
   np.testing.assert_array_equal(draws(S.SamplingParams.make(4, 0.0, top_p=0.5))[0], order[:, 0])
+  # ... and, like jnp.argmax, the first of tied maxima
+  tied = jnp.asarray([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, -1.0, 5.0, 5.0]], jnp.float32)
+  got = S.sample_logits(tied, jax.random.key(0), S.SamplingParams.make(3, 0.0))
+  np.testing.assert_array_equal(np.asarray(got), np.argmax(np.asarray(tied), axis=-1))
+  assert np.asarray(got).tolist() == [1, 0, 2]
 
 
 def test_sample_logits_draws_the_tempered_nucleus_distribution():
@@ -251,7 +257,8 @@ def test_stops_eos_and_per_row_limits(name):
 
   ref = np.asarray(run(eos, seqs, limits).tokens)  # no stop fires
   seqs[0, 1, 2:] = ref[0, 4:6]  # a 2-token stop sequence (second variant slot)
-  eos[1, 1] = ref[1, 3]  # per-row eos
+  eos[1, 1] = ref[1, 3]  # per-row eos...
+  seqs[1, 2, 3:] = ref[1, 3]  # ...and the same token as a stop sequence: eos takes priority
   limits[2] = 5
   # row 3: nothing set
   seqs[4, 0, 1:] = [ref[4, 7], ref[4, 8], (ref[4, 9] + 1) % cfg.vocab_size]  # a near miss...

@@ -77,7 +77,8 @@ def episodes_from_rollout(tasks: Sequence[Task], tokens: np.ndarray, kind: np.nd
     for t in range(int(n_turns[b])):
       gen = tokens[b][(kind[b] == KIND_GEN) & (turn[b] == t)].tolist()
       obs_ids = tokens[b][(kind[b] == KIND_OBS) & (turn[b] == t)].tolist()
-      text = tokenizer.decode(gen)
+      # the turn's text as the host agent gets it from `sampling.generate`: a final eos is dropped
+      text = tokenizer.decode(gen[:-1] if gen and gen[-1] in eos_ids else gen)
       parsed = parse_turn(text, spec.variant, spec.horizon, spec.max_tokens, spec.strict_decimals)
       last = bool(answered[b]) and t == int(n_turns[b]) - 1
       if last:  # the device ended the episode on `</answer>`: its body is the answer

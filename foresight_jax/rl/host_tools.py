@@ -10,12 +10,15 @@ paths give identical rollouts (tested).
 A tool is `tool(task_index, name, argument) -> observation ids` (the docs only; the wrapper
 `<information>` ... is added here) or raises. A tool that raises, or takes longer than
 `timeout_s`, fails its row: the row's episode ends there, `failed[b]` is set (the update gives
-that sample reward 0), and the failure is logged with the task id; the run goes on.
+that sample reward 0), and the failure is logged with the task id; the run goes on. A turn's
+calls run side by side (one thread per row, up to `MAX_WORKERS`) against one deadline, so a hung
+tool costs a turn `timeout_s` (times the waves of `MAX_WORKERS` calls), not `timeout_s` per row.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from typing import Callable, Sequence
 
 import jax
@@ -31,6 +34,7 @@ from foresight_jax.tokenizer.tokens import TOOL_TAGS
 log = logging.getLogger(__name__)
 
 HostTool = Callable[[int, str, Sequence[int]], Sequence[int]]  # (task, tool, query ids) -> obs ids
+MAX_WORKERS = 64  # threads for one turn's tool calls: each waits on I/O (an HTTP server, a subprocess)
 
 
 def tool_tag_ids(tokenizer, names: Sequence[str] = TOOL_TAGS) -> dict[str, tuple[int, int]]:
@@ -91,7 +95,8 @@ def rollout_host(cfg: ModelConfig, params, prompts: np.ndarray, prompt_len: np.n
   alive = np.ones(b, bool)
   answered, failed = np.zeros(b, bool), np.zeros(b, bool)
   n_turns, searches, n_invalid = (np.zeros(b, np.int32) for _ in range(3))
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+  workers = max(1, min(b, MAX_WORKERS))
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
   try:
     for t in range(rcfg.max_turns):
       state = sampling.decode_jit(cfg, params, state, samp, spec)
@@ -119,12 +124,16 @@ def rollout_host(cfg: ModelConfig, params, prompts: np.ndarray, prompt_len: np.n
           n_invalid[r] += 1
         else:
           calls[r] = pool.submit(tool, int(task_ids[r]), action, arg)
+      # one deadline for the turn: waiting row by row would give every row a fresh timeout_s
+      deadline = time.monotonic() + timeout_s * -(-len(calls) // workers)
       for r, fut in calls.items():
         name = task_names[task_ids[r]] if task_names is not None else str(task_ids[r])
         try:
-          ids = list(pre) + [int(x) for x in fut.result(timeout=timeout_s)] + list(suf)
+          got = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+          ids = list(pre) + [int(x) for x in got] + list(suf)
         except Exception as e:  # noqa: BLE001 - any tool failure fails the sample, not the run
-          log.warning("tool call failed for task %s (row %d, turn %d): %s", name, r, t + 1, e)
+          why = repr(e) if fut.done() else f"no answer within {timeout_s:g} s"  # raised, or still running
+          log.warning("tool call failed for task %s (row %d, turn %d): %s", name, r, t + 1, why)
           failed[r], alive[r] = True, False
           continue
         if len(ids) > obs_w:

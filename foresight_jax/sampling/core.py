@@ -239,6 +239,11 @@ def _match_stop(window: jax.Array, stop_seqs: jax.Array) -> jax.Array:
   return jnp.any(hit, axis=-1)
 
 
+def _row_limit(stop: StopSpec, max_new_tokens: int) -> jax.Array:
+  """[B] the most tokens each row may generate in this segment."""
+  return jnp.minimum(jnp.asarray(stop.max_new_tokens_per_row, jnp.int32), max_new_tokens)
+
+
 def _record(state: SamplerState, tok: jax.Array, logprob: jax.Array, stop: StopSpec,
             max_new_tokens: int) -> SamplerState:
   """Store token number `state.step` for every still-active row and update stop bookkeeping."""
@@ -255,7 +260,7 @@ def _record(state: SamplerState, tok: jax.Array, logprob: jax.Array, stop: StopS
   eos = jnp.broadcast_to(eos, (tok.shape[0], eos.shape[-1])) if eos.ndim == 1 else eos
   is_eos = jnp.any(tok[:, None] == eos, axis=-1)  # -1 padding never equals a token
   is_stop = _match_stop(window, stop.stop_seqs) if window.shape[1] else jnp.zeros_like(is_eos)
-  limit = jnp.minimum(jnp.asarray(stop.max_new_tokens_per_row, jnp.int32), max_new_tokens)
+  limit = _row_limit(stop, max_new_tokens)
   is_len = (i + 1) >= limit
   # priority when several fire at once: eos, then stop sequence, then length
   reason = jnp.where(is_eos, STOP_EOS, jnp.where(is_stop, STOP_SEQUENCE, jnp.where(is_len, STOP_LENGTH, STOP_NONE)))
@@ -279,7 +284,7 @@ def _start_segment(cfg: ModelConfig, cache: dict, logits: jax.Array, key: jax.Ar
   """A state whose token 0 is sampled from `logits` [B, V] (each row's last fed position)."""
   b = logits.shape[0]
   s = stop.stop_seqs.shape[-1]
-  limit = jnp.minimum(jnp.asarray(stop.max_new_tokens_per_row, jnp.int32), max_new_tokens)
+  limit = _row_limit(stop, max_new_tokens)
   # rows allowed no tokens at all (or not asked to continue) are finished before they start
   idle = limit <= 0 if active is None else (limit <= 0) | ~active
   state = SamplerState(
