@@ -1,6 +1,7 @@
 """The multi-turn rollout: device path (one jit, search in the graph) against the grammar of a
 scripted agent, against the device search tool, and against the host-tool path."""
 import logging
+import time
 
 import jax
 import jax.numpy as jnp
@@ -145,16 +146,31 @@ def e_tok(e):
   return _TOK[id(e)]
 
 
+def _host(env, b, tool, key=0, tags=("search",), **kw):
+  """`rollout_host` over the env's batch `b` with `tool` (and the device tool's affixes)."""
+  cfg, params, tok, e = env
+  _TOK[id(e)] = tok
+  kw.setdefault("obs_width", e.index.max_obs_tokens)
+  return host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]),
+                                 jax.random.key(key), tool, e.tools, host_tools.tool_tag_ids(tok, tags),
+                                 np.asarray(b["task"]), _device_tool(e, b)[1], RCFG, **kw)
+
+
+def _fetched_docs(env, b):
+  """Each task's device-tool docs, fetched before a rollout: the tool's first jitted call (a compile)
+  would otherwise count against a tool timeout."""
+  _, _, tok, e = env
+  _TOK[id(e)] = tok
+  tool = _device_tool(e, b)[0]
+  return {int(t): tool(int(t), "search", tok.encode(" Paris")) for t in set(np.asarray(b["task"]).tolist())}
+
+
 def test_device_path_equals_host_tool_path(env):
   cfg, params, tok, e = env
   _TOK[id(e)] = tok
   b = _batch(e)
-  key = jax.random.key(3)
-  dev = _device(cfg, params, e, b, key)
-  tool, affixes = _device_tool(e, b)
-  host, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]), key,
-                                         tool, e.tools, host_tools.tool_tag_ids(tok, ("search",)),
-                                         np.asarray(b["task"]), affixes, RCFG, obs_width=e.index.max_obs_tokens)
+  dev = _device(cfg, params, e, b, jax.random.key(3))
+  host, failed = _host(env, b, _device_tool(e, b)[0], key=3)
   assert not failed.any()
   for f in ("tokens", "kind", "turn", "length", "n_turns", "answered", "searches", "invalid"):
     np.testing.assert_array_equal(np.asarray(getattr(host, f)), np.asarray(getattr(dev, f)), err_msg=f)
@@ -162,22 +178,18 @@ def test_device_path_equals_host_tool_path(env):
 
 
 def test_failing_tool_fails_only_its_rows(env, caplog):
-  cfg, params, tok, e = env
+  _, _, tok, e = env
   _TOK[id(e)] = tok
   b = _batch(e)
-  tool, affixes = _device_tool(e, b)
+  tool = _device_tool(e, b)[0]
 
   def flaky(task, name, arg):
     if task == 1:
       raise ConnectionError("search server down")
     return tool(task, name, arg)
   with caplog.at_level(logging.WARNING):
-    out, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]),
-                                          jax.random.key(0), flaky, e.tools, host_tools.tool_tag_ids(tok, ("search",)),
-                                          np.asarray(b["task"]), affixes, RCFG, obs_width=e.index.max_obs_tokens,
-                                          task_names=[t.id for t in e.tasks])
+    out, failed = _host(env, b, flaky, task_names=[t.id for t in e.tasks])
   rows_task1 = np.asarray(b["task"]) == 1
-  searched = out.n_turns > 0
   assert failed[rows_task1 & ~out.answered].all() and not failed[~rows_task1].any()
   if failed.any():
     assert e.tasks[1].id in caplog.text and "search server down" in caplog.text
@@ -187,25 +199,19 @@ def test_slow_failed_and_overlong_tool_calls(env, caplog):
   """A tool slower than `timeout_s` fails its row like one that raises, and a failed row's episode
   ends at that turn (no observation, no later turn); an observation longer than `obs_width` is cut
   to it and keeps its closing affix."""
-  import time
-  cfg, params, tok, e = env
+  _, _, tok, e = env
   _TOK[id(e)] = tok
   b = _batch(e)
-  tool, affixes = _device_tool(e, b)
-  pre, suf = (list(a) for a in affixes)
+  pre, suf = (list(a) for a in _device_tool(e, b)[1])
   width = max(len(np.asarray(e.tools.invalid)), len(pre) + len(suf) + 6)
-
-  # the device tool's docs for each task, fetched now: its first jitted call would count against the timeout
-  docs = {int(t): tool(int(t), "search", tok.encode(" Paris")) for t in set(np.asarray(b["task"]).tolist())}
+  docs = _fetched_docs(env, b)
 
   def slow_or_long(task, name, arg):
     if task == 1:
       time.sleep(1.5)
     return np.tile(docs[task], 4)  # several times the width
-  args = (cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]), jax.random.key(0), slow_or_long,
-          e.tools, host_tools.tool_tag_ids(tok, ("search",)), np.asarray(b["task"]), affixes, RCFG)
   with caplog.at_level(logging.WARNING):
-    out, failed = host_tools.rollout_host(*args, obs_width=width, timeout_s=0.5, task_names=[t.id for t in e.tasks])
+    out, failed = _host(env, b, slow_or_long, obs_width=width, timeout_s=0.5, task_names=[t.id for t in e.tasks])
   task = np.asarray(b["task"])
   assert failed.any() and set(task[failed]) == {1}, (task, failed)
   fails = [m for m in caplog.messages if m.startswith("tool call failed")]
@@ -239,20 +245,13 @@ def test_a_hung_tool_fails_every_calling_row_after_one_timeout(env):
   """Every call of the turn hangs for 1.5 s against `timeout_s=0.4`: the turn's calls run side by side
   under one deadline, so all of them fail. (Waiting row by row, each with a fresh 0.4 s, the fourth
   row waited on would find its call done at 1.5 s and go on.)"""
-  import time
-  cfg, params, tok, e = env
-  _TOK[id(e)] = tok
-  b = _batch(e)
-  tool, affixes = _device_tool(e, b)
-  docs = {int(t): tool(int(t), "search", tok.encode(" Paris")) for t in set(np.asarray(b["task"]).tolist())}
+  b = _batch(env[3])
+  docs = _fetched_docs(env, b)
 
   def hung(task, name, arg):
     time.sleep(1.5)
     return docs[task]
-  out, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]),
-                                        jax.random.key(0), hung, e.tools, host_tools.tool_tag_ids(tok, ("search",)),
-                                        np.asarray(b["task"]), affixes, RCFG, obs_width=e.index.max_obs_tokens,
-                                        timeout_s=0.4)
+  out, failed = _host(env, b, hung, timeout_s=0.4)
   called = ~out.answered & (out.invalid == out.n_turns - 1) & (out.n_turns > 0)
   assert called.sum() >= 4 and (failed == called).all(), (failed, called, out.n_turns, out.invalid)
   assert (out.searches == 0).all()
@@ -261,16 +260,12 @@ def test_a_hung_tool_fails_every_calling_row_after_one_timeout(env):
 def test_a_tool_the_host_does_not_serve_is_an_invalid_action(env):
   """With no tool served, every turn that closes </search> gets the invalid-action message as its
   observation and is counted in `invalid`, never in `searches`, and the tool is never called."""
-  cfg, params, tok, e = env
-  _TOK[id(e)] = tok
+  _, _, tok, e = env
   b = _batch(e)
-  _, affixes = _device_tool(e, b)
 
   def never(task, name, arg):
     raise AssertionError("a tool the host does not serve was called")
-  out, failed = host_tools.rollout_host(cfg, params, np.asarray(b["prompts"]), np.asarray(b["prompt_len"]),
-                                        jax.random.key(0), never, e.tools, {}, np.asarray(b["task"]), affixes, RCFG,
-                                        obs_width=e.index.max_obs_tokens)
+  out, failed = _host(env, b, never, tags=())
   invalid, close = np.asarray(e.tools.invalid).tolist(), tok.encode("</search>")[0]
   total = 0
   for r in range(len(failed)):
