@@ -159,6 +159,27 @@ def test_max_turns(search_task):
     A.run_agent([search_task], script, A.make_tool_fn([WORLD]), A.AgentConfig(max_turns=0))
 
 
+def test_a_repeated_rollout_or_success_is_read_once_the_first_as_the_rewards_read_it():
+  """Two <rollout>s and two <success> pairs break the grammar, but the turn still forecast something:
+  the evaluation (parse_turn, grounding, the receipt's forecast) reads the FIRST of each, as the
+  in-graph rewards and their host oracle do, so the table and the RL reward score the same claim."""
+  from foresight_jax.data.render import parse_turn
+  from foresight_jax.evals import rewards_host as H
+  text = ('<think> x </think>\n<foresight>\n<rollout>\n1. search "a" -> Alpha Vale\n</rollout>\n'
+          '<rollout>\n1. search "b" -> Beta Ridge\n</rollout>\n<success>0.20</success>\n'
+          '<success>0.90</success>\n</foresight>\n<search> a </search>')
+  p = parse_turn(text, "full")
+  assert p.problems and p.success == 0.2 == H.success_estimate(text)
+  assert p.rollout[0].expect == "Alpha Vale" == M.step1_expectation(text)
+  assert R.rollout_body(text) == '1. search "a" -> Alpha Vale'
+  obs = "Doc 1(Title: Alpha Vale) a town in the north."
+  turn = A.record_turn(1, text, "stop", p.success, ("search", "a"), False, obs, M.FormatSpec())
+  assert turn.grounding == M.grounding_score("Alpha Vale", obs) == 1.0 and not turn.format_ok
+  # a first <success> that is no probability leaves the turn without an estimate, as in-graph
+  worse = text.replace("<success>0.20</success>", "<success>high</success>")
+  assert parse_turn(worse, "full").success is None and H.success_estimate(worse) is None
+
+
 # ---------------------------------------------------------------------------------------------
 # Receipts
 
@@ -190,6 +211,15 @@ def test_receipts_complete(tmp_path, search_task, math_task):
   assert search_obs["observation_chars"] > 40  # this one really was truncated
   with pytest.raises(ValueError, match="without an episode"):
     R.group_episodes(steps)
+  # steps that arrive out of order come back in order; a step count that disagrees with the
+  # episode receipt's is an error, never a silently shorter episode
+  closing = [r for r in recs if r["kind"] == "episode"]
+  assert max(r["n_steps"] for r in closing) >= 2
+  grouped = R.group_episodes(steps[::-1] + closing)
+  assert [[s["step"] for s in st] for st, _ in grouped] == [list(range(1, r["n_steps"] + 1)) for r in closing]
+  assert [st for st, _ in grouped] == [st for st, _ in R.group_episodes(recs)]
+  with pytest.raises(ValueError, match=f"{len(eps[0].turns) - 1} step receipts, expected {len(eps[0].turns)}"):
+    R.group_episodes(steps[1:] + closing)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -192,6 +192,7 @@ def parse_turn(text: str, variant: str | None = "full", horizon: int = 3, max_to
   top: list[str] = []        # top-level elements in order
   inner: list[str] = []      # elements inside <foresight>
   stack: list[tuple[str, int]] = []
+  closed: set[str] = set()   # elements already read: a repeated one is a problem, never the value
   pos = 0
   for m in _TAG_RE.finditer(text):
     closing, name = m.group(1) == "/", m.group(2)
@@ -213,7 +214,8 @@ def parse_turn(text: str, variant: str | None = "full", horizon: int = 3, max_to
       bad(f"unbalanced </{name}>" + (f" (open: <{stack[-1][0]}>)" if stack else ""))
       continue
     _, start = stack.pop()
-    _content(out, name, text[start:m.start()], bad, horizon, max_tokens, strict_decimals)
+    _content(out, name, text[start:m.start()], bad, horizon, max_tokens, strict_decimals, name not in closed)
+    closed.add(name)
   if text[pos:].strip() and not stack:
     bad(f"text after the action: {text[pos:].strip()[:30]!r}")
   for name, _ in stack:
@@ -223,9 +225,12 @@ def parse_turn(text: str, variant: str | None = "full", horizon: int = 3, max_to
   return out
 
 
-def _content(out, name, body, bad, horizon, max_tokens, strict_decimals):
+def _content(out, name, body, bad, horizon, max_tokens, strict_decimals, first):
+  # The FIRST think / rollout / success / action is the turn's value, as the in-graph rewards and
+  # their host oracle read it (rl/rewards.py): a second one is a format problem, not a new value.
   if name == "think":
-    out.think = body.strip()
+    if first:
+      out.think = body.strip()
   elif name in ACTIONS:
     if out.action is None:
       out.action = (name, body.strip())
@@ -240,11 +245,14 @@ def _content(out, name, body, bad, horizon, max_tokens, strict_decimals):
     if v is None or not 0.0 <= v <= 1.0:
       bad(f"<success> is not a probability: {s[:20]!r}")
     else:
-      out.success = v
+      if first:
+        out.success = v
       if strict_decimals and not re.fullmatch(r"[01]\.\d\d", s):
         bad(f"<success> not written with two decimals: {s!r}")
   elif name == "rollout":
-    out.rollout = _rollout(body, bad, horizon, max_tokens)
+    steps = _rollout(body, bad, horizon, max_tokens)
+    if first:
+      out.rollout = steps
 
 
 def _rollout(body: str, bad, horizon: int, max_tokens: int) -> list[RolloutStep]:

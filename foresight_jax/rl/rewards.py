@@ -62,7 +62,7 @@ than a forecast: the worst possible estimate also earns 0).
 Known divergences from the text-level definitions (rare, by construction): lowercasing of final
 sigma and U+0130; code points above U+FFFF (not lowercased, never word characters); malformed
 UTF-8; a token that is a piece of a non-ASCII whitespace character is not blank; metrics.py's
-lenient parser takes the first rollout line that parses and the last success pair.
+lenient parser takes the first rollout line that parses.
 """
 from __future__ import annotations
 
