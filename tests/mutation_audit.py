@@ -4,8 +4,9 @@ the update's bookkeeping, resume and data order, the block grammar, the evaluati
 a clip bound, an estimator, an average, a bin edge, the pairing of a bootstrap), the LM stages
 (which tokens are trained on, packing, the loss, the attention mask), the model's hand-written
 kernels, the sampler, the retrievers, the host-tool path, checkpoint import and export, the
-synthetic world, or the evaluation's record of a device rollout; the audit applies it to a
-checkout, runs the tests that cover that file,
+synthetic world, the evaluation's record of a device rollout, the tokenizer, the answer checks and
+the judge, the receipts, training checkpoints, the RL task tables, the arithmetic peer's reward or
+the calculator; the audit applies it to a checkout, runs the tests that cover that file,
 and reports the mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
@@ -363,6 +364,101 @@ MUTANTS += [
     ("da_success_dropped", DA, "parsed.success, action, invalid, obs, spec))", "None, action, invalid, obs, spec))"),
     ("da_eos_in_text", DA, "text = tokenizer.decode(gen[:-1] if gen and gen[-1] in eos_ids else gen)", "text = tokenizer.decode(gen)"),
 ]
+# groups 20-24 (nineteenth session): tokenizer, answer checks and judge, receipts, training checkpoints,
+# the RL task tables and the arithmetic peer's reward, the calculator
+TZ, GV = "foresight_jax/tokenizer/core.py", "foresight_jax/tokenizer/gguf_vocab.py"
+MUTANTS += [
+    ("tz_eot_not_eos", TZ, "    eos += [i for i in (backend.token_to_id(t) for t in END_OF_TURN_TOKENS) if i is not None]\n", ""),
+    ("tz_pad_default_zero", TZ, "self._pad = pad_id if pad_id is not None else (self._eos[0] if self._eos else 0)",
+     "self._pad = pad_id if pad_id is not None else 0"),
+    ("tz_sp_skip_ignored", TZ, "        if not skip_special:\n", "        if True:\n"),
+    ("tz_bos_always", TZ, "return [self._bos] + ids if add_bos and self._bos is not None else ids",
+     "return [self._bos] + ids if self._bos is not None else ids"),
+    ("tz_chat_double_bos", TZ, "add_bos = self.default_add_bos and not self.chat_template_writes_bos(text)",
+     "add_bos = self.default_add_bos"),
+    ("tz_vocab_no_added", TZ, "return max(self.tk.get_vocab_size(with_added_tokens=True), max(added, default=-1) + 1)",
+     "return self.tk.get_vocab_size(with_added_tokens=False)"),
+    ("tz_save_first_eos_only", TZ, '"foresight_eos_tokens": [tok(i) for i in self._eos],',
+     '"foresight_eos_tokens": [tok(i) for i in self._eos[:1]],'),
+    ("tz_added_special_swapped", TZ, "(self.tk.add_special_tokens if special else self.tk.add_tokens)(added)",
+     "(self.tk.add_tokens if special else self.tk.add_special_tokens)(added)"),
+    ("tz_piece_any_id", TZ, "return i if self.sp.id_to_piece(i) == token else None", "return i"),
+    ("gv_repeat_first_id", GV, "    vocab[spelled] = i  #", "    vocab.setdefault(spelled, i)  #"),
+    ("gv_no_respell", GV, 'spelled = tok if set(tok) <= alphabet else "".join(spelling[b] for b in tok.encode("utf-8"))',
+     "spelled = tok"),
+    # both halves: add_special_tokens makes any token special, add_tokens keeps the token's own flag
+    ("gv_control_plain", GV, "control = [AddedToken(t, special=True, normalized=False)\n"
+     "             for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]\n"
+     "  if control:\n    tk.add_special_tokens(control)\n",
+     "control = [AddedToken(t, special=False, normalized=False)\n"
+     "             for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]\n"
+     "  if control:\n    tk.add_tokens(control)\n"),
+    ("gv_qwen_digits3", GV, r'''\p{L}+|\p{N}"''', r'''\p{L}+|\p{N}{1,3}"'''),
+    ("gv_mislabel_kept", GV, "if ty == _CONTROL and set(t) <= alphabet]", "if ty == _CONTROL]"),
+]
+QA, JD, RC = "foresight_jax/evals/qa.py", "foresight_jax/evals/judge.py", "foresight_jax/evals/receipts.py"
+MUTANTS += [
+    ("qa_all_any", QA, 'return {"em": float(frac == 1.0), "f1": frac}', 'return {"em": float(frac > 0), "f1": frac}'),
+    ("qa_f1_first_gold", QA, "return max((token_f1(pred, g) for g in golds), default=0.0)",
+     "return token_f1(pred, golds[0]) if golds else 0.0"),
+    ("qa_free_text_tags_kept", QA, 'return f1(_TAG_RE.sub(" ", text), golds)', "return f1(text, golds)"),
+    ("qa_mv_all_golds", QA, "return any(verify(g, p, timeout_seconds=timeout) for g in parsed)",
+     "return all(verify(g, p, timeout_seconds=timeout) for g in parsed)"),
+    ("qa_math_em_is_verify", QA, 'return {"em": boxed, "f1": None, "boxed_match": boxed,',
+     'return {"em": float(bool(math_verify_match(pred, golds))), "f1": None, "boxed_match": boxed,'),
+    ("jd_period_kept", JD, 'word = word[:-1] if word.endswith(".") else word', "word = word"),
+    ("jd_prefix_verdict", JD, 'if word.upper() in ("CORRECT", "INCORRECT"):', 'if word.upper().startswith(("CORRECT", "INCORRECT")):'),
+    ("jd_key_not_masked", JD, 'reason = reason.replace(key, "***")', "reason = reason"),
+    ("jd_no_auth_header", JD, '**({"Authorization": f"Bearer {key}"} if key else {})', "**{}"),
+    ("jd_no_shots", JD, "for q, golds, answer, verdict in SHOTS:", "for q, golds, answer, verdict in SHOTS[:0]:"),
+    ("jd_first_gold_only", JD, 'golds=" | ".join(item.golds)', "golds=item.golds[0]"),
+    ("rc_obs_chars_cut", RC, '"observation_chars": None if obs is None else len(obs),',
+     '"observation_chars": None if obs is None else len(obs[:max_obs_chars]),'),
+    ("rc_sha_cut", RC, '"observation_sha256": None if obs is None else sha256(obs),',
+     '"observation_sha256": None if obs is None else sha256(obs[:max_obs_chars]),'),
+    ("rc_steps_unsorted", RC, 'steps = sorted(pending.pop(key, []), key=lambda s: s["step"])', "steps = pending.pop(key, [])"),
+    ("rc_count_unchecked", RC, 'if len(steps) != r["n_steps"]:', "if False:"),
+    ("rc_orphans_ignored", RC, "  if pending:\n", "  if False:\n"),
+    ("rc_run_filter_ignored", RC, 'if run is not None and r.get("run", "") != run:', "if False:"),
+    ("rc_append_ignored", RC, 'open(path, "a" if append else "w", encoding="utf-8")', 'open(path, "w", encoding="utf-8")'),
+    ("rc_rollout_last", RC, "m = _ROLLOUT_RE.search(text)", "m = ([*_ROLLOUT_RE.finditer(text)] or [None])[-1]"),
+]
+CK = "foresight_jax/train/checkpoint.py"
+MUTANTS += [
+    ("ck_params_not_first", CK, 'for name in sorted(want, key=lambda n: (not n.startswith("params/"), n)):', "for name in sorted(want):"),
+    ("ck_unexpected_ignored", CK, "    if unexpected:\n", "    if False:\n"),
+    ("ck_dtype_ignored", CK, "return {k: (tuple(v.shape), str(v.dtype))", 'return {k: (tuple(v.shape), "")'),
+    ("ck_config_tuples", CK, "  current = json.loads(json.dumps(current))  #", "  current = current  #"),
+    ("ck_data_state_dropped", CK, 'return type(abstract).from_dict(out["state"]), data.get("iterator"),',
+     'return type(abstract).from_dict(out["state"]), None,'),
+    ("ck_no_reload", CK, "    self.manager.reload()\n    return self.manager.latest_step()", "    return self.manager.latest_step()"),
+]
+TE, AT, MT = "foresight_jax/rl/tasks.py", "foresight_jax/rl/arith_task.py", "foresight_jax/data/math_tasks.py"
+MUTANTS += [
+    ("te_one_world", TE, 'groups = np.asarray([by_seed[t.meta["world_seed"]] for t in tasks], np.int32)',
+     "groups = np.zeros(len(tasks), np.int32)"),
+    ("te_groups_tiled", TE, "idx = np.repeat(np.asarray(indices, np.int64), group_size)", "idx = np.tile(np.asarray(indices, np.int64), group_size)"),
+    ("te_right_pad", TE, "    arr[i, width - len(r):] = r\n", "    arr[i, :len(r)] = r\n"),
+    ("te_invalid_no_affix", TE, "invalid = tokenizer.encode(pre) + tokenizer.encode(invalid_message(domain)) + tokenizer.encode(suf)",
+     "invalid = tokenizer.encode(invalid_message(domain))"),
+    ("te_stop_no_eos", TE, 'stop = [_single(tokenizer, f"</{a}>") for a in ACTION_TAGS] + list(tokenizer.eos_ids)',
+     'stop = [_single(tokenizer, f"</{a}>") for a in ACTION_TAGS]'),
+    ("te_blank_unstripped", TE, "blank = np.array([not tokenizer.decode([i]).strip()", "blank = np.array([not tokenizer.decode([i])"),
+    ("at_unk_empty", AT, "        texts.append(sp.decode([i]))\n", '        texts.append("")\n'),
+    ("at_space_dropped", AT, '.replace("\\u2581", " ")', '.replace("\\u2581", "")'),
+    ("at_stream_gaps", AT, "  stream = jnp.pad(stream, ((0, 0), (0, lg)), constant_values=NONE)",
+     "  stream = jnp.pad(flat, ((0, 0), (0, lg)), constant_values=NONE)"),
+    ("at_gold_len_ignored", AT, "hit &= (k >= gold_len[:, None]) | (", "hit &= (k < 0) | ("),
+    ("at_valid_ignored", AT, "chars = jnp.where(valid[..., None], table.chars[tokens], NONE)", "chars = table.chars[tokens]"),
+    ("at_prompt_right_pad", AT, "    out[i, width - len(ids):] = ids\n", "    out[i, :len(ids)] = ids\n"),
+    ("mt_caret_kept", MT, 'ast.parse(expr.replace("^", "**"), mode="eval")', 'ast.parse(expr, mode="eval")'),
+    ("mt_usub_ignored", MT, "return -v if isinstance(node.op, ast.USub) else v", "return v"),
+    ("mt_negative_power", MT, "(b < 0 or b > 200 or abs(a) > 10 ** 6)", "(b > 200 or abs(a) > 10 ** 6)"),
+    ("mt_no_limit", MT, "  if abs(out) > _LIMIT:\n", "  if False:\n"),
+    # the evaluation reads a repeated rollout / success the way the rewards do: the first
+    ("rd_last_rollout", RD, "    if first:\n      out.rollout = steps\n", "    out.rollout = steps\n"),
+    ("rd_last_success", RD, "      if first:\n        out.success = v\n", "      out.success = v\n"),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -398,7 +494,17 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
               "tests/test_rl_device_search.py"],
          HS: ["tests/test_sampling.py", "tests/test_evals_model.py", "tests/test_smollm2_gguf.py"],
          DA: ["tests/test_evals_device_record.py", "tests/test_eval_cli.py", "tests/test_evals_model.py", "tests/test_eval_suites.py", "tests/test_demo.py"],
-         SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"]}
+         SR: ["tests/test_data_world.py", "tests/test_rl_rewards.py", "tests/test_evals_qa.py", "tests/test_evals.py"],
+         TZ: ["tests/test_tokenizer.py", "tests/test_smollm2_gguf.py", "tests/test_checkpoint_gguf.py", "tests/test_train_stages.py"],
+         GV: ["tests/test_tokenizer.py", "tests/test_checkpoint_gguf.py", "tests/test_smollm2_gguf.py"],
+         QA: ["tests/test_evals_qa.py", "tests/test_eval_suites.py", "tests/test_eval_cli.py"],
+         JD: ["tests/test_evals_judge.py", "tests/test_eval_cli.py", "tests/test_eval_suites.py"],
+         RC: ["tests/test_evals.py", "tests/test_evals_audit.py", "tests/test_eval_cli.py", "tests/test_evals_device_record.py",
+              "tests/test_demo.py"],
+         CK: ["tests/test_train_resume.py", "tests/test_train.py", "tests/test_rl_train.py", "tests/test_train_stages_run.py"],
+         TE: ["tests/test_rl_step.py", "tests/test_rl_rollout.py", "tests/test_evals_device_record.py", "tests/test_rl_train.py"],
+         AT: ["tests/test_rl_arith.py"],
+         MT: ["tests/test_data_world.py", "tests/test_evals.py", "tests/test_data_foresight.py", "tests/test_rl_rollout.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:

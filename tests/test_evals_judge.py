@@ -13,7 +13,7 @@ from foresight_jax.evals import judge as J
 KEY = "sk-test-7f3a9c-secret-value"
 ENV = "FJ_TEST_JUDGE_KEY"
 ITEMS = [J.JudgeItem("Capital of France?", ("Paris",), "Paris"),
-         J.JudgeItem("Capital of Spain?", ("Madrid",), "Lisbon"),
+         J.JudgeItem("Capital of Spain?", ("Madrid", "Madrid, Spain"), "Lisbon"),
          J.JudgeItem("Largest planet?", ("Jupiter",), "ramble")]
 
 
@@ -34,7 +34,7 @@ def test_local_judge_prompts_and_parses():
   out = J.LocalJudge(gen, "scripted")(ITEMS)
   assert [v.verdict for v in out] == [True, False, None]
   last = seen[1][-1]
-  assert last["role"] == "user" and "Gold answer(s): Madrid" in last["content"]
+  assert last["role"] == "user" and "Gold answer(s): Madrid | Madrid, Spain\n" in last["content"]
   assert "Candidate answer: Lisbon" in last["content"]
   # the worked examples come first, one of each verdict
   assert [m["content"] for m in seen[1] if m["role"] == "assistant"] == ["CORRECT", "INCORRECT"]
@@ -62,13 +62,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     cand = prompt.split("Candidate answer: ")[1].split("\n")[0]
     if cand == "ramble":
       return self._send(500, {"error": "boom"})
+    if cand == "echo":  # a careless proxy that quotes the request's header in its status line
+      return self._send(403, {"error": "denied"}, f"denied for {self.headers.get('Authorization')}")
     verdict = "CORRECT" if gold in cand else "INCORRECT"
     self._send(200, {"choices": [{"message": {"role": "assistant", "content": verdict}}],
                      "model": body["model"]})
 
-  def _send(self, code, obj):
+  def _send(self, code, obj, message=None):
     data = json.dumps(obj).encode()
-    self.send_response(code)
+    self.send_response(code, message)
     self.send_header("Content-Type", "application/json")
     self.send_header("Content-Length", str(len(data)))
     self.end_headers()
@@ -101,6 +103,8 @@ def test_http_judge_against_a_local_server(server, monkeypatch, caplog):
   text = repr(j) + str(vars(j)) + " ".join(v.reason for v in out) + caplog.text
   assert KEY not in text and ENV in repr(j)
   assert "no verdict for 1 of 3" in caplog.text
+  echoed = j([J.JudgeItem("Q?", ("a",), "echo")])[0]
+  assert echoed.verdict is None and "HTTP 403 denied for Bearer ***" in echoed.reason and KEY not in echoed.reason
 
 
 def test_http_judge_wrong_key_missing_key_and_dead_endpoint(server, monkeypatch, caplog):

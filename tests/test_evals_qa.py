@@ -90,6 +90,9 @@ def test_math_checks_report_both_verdicts(pred, boxed, mv):
 def test_math_verify_gives_no_verdict_where_it_cannot_parse():
   pytest.importorskip("math_verify")
   assert qa.math_verify_match("no number here at all", ["252"]) is None
+  # a match with ANY gold, as em and f1 take the best gold
+  assert qa.math_verify_match("\\boxed{252}", ["7", "252"]) is True
+  assert qa.math_verify_match("\\boxed{252}", ["7", "8"]) is False
   assert qa.answer_checks("math", None, ["252"]) == {"em": 0.0, "f1": None, "boxed_match": 0.0,
                                                     "math_verify": False}
 

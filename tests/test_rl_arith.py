@@ -85,7 +85,7 @@ def test_same_work_as_the_peer():
 
 def _oracle_cases(sp, n=400, seed=0):
   """Token rows biased towards digit pieces, control ids and <unk>, with golds that are present
-  in the text about half of the time."""
+  in the text about half of the time, some of them spanning a control piece or <unk>."""
   r = random.Random(seed)
   v = sp.get_piece_size()
   digit_ids = [i for i in range(v) if any(c.isdigit() for c in sp.id_to_piece(i))]
@@ -100,11 +100,18 @@ def _oracle_cases(sp, n=400, seed=0):
     length = r.randint(1, t)
     if r.random() < 0.3:  # ended by EOS: the sampler counts it in the length, the text stops before it
       row[length - 1] = AT.EOS_ID
-    row[length:] = [AT.PAD_ID] * (t - length)  # what the sampler writes after a row ends
+    # after a row's end: pads (what the sampler writes), or digits that `valid` must hide
+    row[length:] = [AT.PAD_ID if k % 2 else r.choice(digit_ids) for _ in range(t - length)]
     toks[k], lengths[k] = row, length
     text = sp.decode([x for x in row[:length] if x != AT.EOS_ID])
     runs = [m for m in "".join(c if c.isdigit() else " " for c in text).split() if m]
-    if runs and r.random() < 0.5:
+    # the digits either side of a control piece (which adds no text: a hit) or of <unk> (" ⁇ ": a miss)
+    pieces = [sp.id_to_piece(x) for x in row[:length]]
+    straddles = [pieces[j - 1][-1] + pieces[j + 1][0] for j in range(1, length - 1)
+                 if row[j] in special and pieces[j - 1][-1].isdigit() and pieces[j + 1][0].isdigit()]
+    if straddles and r.random() < 0.5:
+      gold = r.choice(straddles)
+    elif runs and r.random() < 0.5:
       run = r.choice(runs)
       i = r.randrange(len(run))
       gold = run[i:i + r.randint(1, 3)]
@@ -113,6 +120,18 @@ def _oracle_cases(sp, n=400, seed=0):
     golds.append(gold)
     texts.append(text)
   return toks, lengths, golds, texts
+
+
+def test_prompts_are_bos_and_ids_left_padded(sp):
+  """As Tunix's sampler lays them out: BOS + ids, pads on the left, so every row's last prompt
+  token sits in the last column and decoding starts in the same column for all rows."""
+  prompts = ["Q: what is 3 plus 4? A:", "Q: what is 10 plus 99? A:"]
+  toks, lens = AT.encode_prompts(sp, prompts, 32)
+  for row, n, p in zip(toks, lens, prompts):
+    ids = [AT.BOS_ID] + sp.encode(p)
+    assert n == len(ids) < 32 and row[32 - n:].tolist() == ids and (row[:32 - n] == AT.PAD_ID).all()
+  with pytest.raises(ValueError, match="more than 8"):
+    AT.encode_prompts(sp, prompts, 8)
 
 
 def test_in_graph_reward_matches_the_python_oracle(sp, table):

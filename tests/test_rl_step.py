@@ -25,6 +25,7 @@ from _scripted_policy import scripted_agent
 from foresight_jax.data.generate import GenConfig, generate, make_worlds
 from foresight_jax.data.render import render_prompt
 from foresight_jax.data.world import World
+from foresight_jax.evals.agent import invalid_message
 from foresight_jax.rl import device_search as ds
 from foresight_jax.rl import grpo, host_tools, rewards as rw, rollout as R, step as S, tasks as T
 from foresight_jax.rl import train as rl_train
@@ -366,6 +367,34 @@ def test_prompt_longer_than_the_prompt_width_names_max_prompt_tokens(env):
   e = T.TaskEnv.build(env["tasks"], env["tok"], worlds=env["worlds"], chat=True, variant="full",
                       max_prompt_tokens=longest, max_passage_tokens=48)
   assert e.prompts.shape[1] == longest
+
+
+def test_each_task_searches_its_own_world(env):
+  """One index holds every world's pages; a task's search (its row's group) reads only its own
+  world's (task.meta["world_seed"]), whichever world comes first in the index."""
+  e, tok, tasks = env["e"], env["tok"], env["tasks"]
+  seeds = [t.meta["world_seed"] for t in tasks]
+  assert len(set(seeds)) == 2  # tasks of both worlds
+  owner = np.asarray([w.seed for w in env["worlds"] for _ in w.docs])
+  b = e.batch(range(len(tasks)), 1)
+  for row, task in enumerate(b["task"]):
+    q = np.asarray(tok.encode(tasks[task].question), np.int32)[None]
+    ids, _ = ds.search(e.index, q, np.ones_like(q, bool), groups=b["groups"][row:row + 1])
+    assert set(owner[np.asarray(ids)[0]]) == {seeds[task]}, (row, tasks[task].question)
+
+
+def test_task_env_groups_rows_and_ends_turns_on_every_end_id(env):
+  e, tok = env["e"], env["tok"]
+  # GRPO's groups (`group_advantages` reshapes to [prompts, G]): each prompt's G rows side by side
+  b = e.batch([3, 0], 2)
+  assert b["task"].tolist() == [3, 3, 0, 0]
+  np.testing.assert_array_equal(b["prompts"], e.prompts[[3, 3, 0, 0]])
+  # a turn ends on an action's closing tag or on any of the tokenizer's end ids
+  closing = {tok.encode(f"</{a}>")[0] for a in ("search", "calc", "answer")}
+  assert len(tok.eos_ids) >= 1 and set(np.asarray(e.tools.stop_ids).tolist()) == closing | set(tok.eos_ids)
+  # an invalid action reads the invalid-action message inside the observation's wrapping, as on the host
+  pre, suf = T.observation_affixes(tok, True)
+  assert tok.decode(np.asarray(e.tools.invalid).tolist()) == pre + invalid_message("search") + suf
 
 
 def test_task_env_searches_return_the_worlds_search_k_docs(env):

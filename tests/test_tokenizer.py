@@ -129,6 +129,9 @@ def test_train_sentencepiece_tags_single_and_roundtrip(model_type):
   ids = tok.encode(PROBES[7])
   assert sum(i in range(4, 18) for i in ids) == 10  # 10 tags in that probe, one id each
   assert tok.vocab_size == 700 and tok.backend_kind == "sentencepiece"
+  # eos: the model's </s>, then the one end-of-turn marker this vocabulary holds; an absent
+  # piece is None, never <unk>'s id (sentencepiece's piece_to_id answers 1 for anything unknown)
+  assert tok.eos_ids == (3, tok.token_to_id("<|end|>")) and tok.token_to_id("<|im_end|>") is None
 
 
 def test_train_sentencepiece_deterministic():
@@ -240,12 +243,40 @@ def test_llama3_template_matches_transformers(llama3_dir):
   ref = transformers.AutoTokenizer.from_pretrained(llama3_dir)
   tok = Tokenizer.load(llama3_dir)
   assert tok.chat_template == "llama3" and tok.bos_id == 0 and tok.eos_ids == (4, 1)
+  assert tok.pad_id == 4  # no pad_token in the config: the first eos pads
   for msgs in (MESSAGES, WITH_SYSTEM):
     for gen in (True, False):
       text = tok.apply_chat_template(msgs, gen)
       assert text == ref.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
   ids = tok.encode_chat(MESSAGES)
   assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1  # BOS comes from the template only
+
+
+def test_bos_adding_tokenizer_with_a_bos_writing_template(llama3_dir, tmp_path):
+  """Llama 3 as shipped adds BOS to every text AND its template writes <|begin_of_text|>:
+  `encode_chat` must not add a second one (transformers' tokenised template has one)."""
+  d = str(tmp_path / "llama3_bos")
+  shutil.copytree(llama3_dir, d)
+  with open(os.path.join(d, "tokenizer_config.json")) as f:
+    cfg = json.load(f)
+  with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+    json.dump(dict(cfg, add_bos_token=True), f)
+  tok = Tokenizer.load(d)
+  assert tok.default_add_bos and tok.encode("hi", add_bos=True) == [0] + tok.encode("hi")
+  ref = _transformers().AutoTokenizer.from_pretrained(d)
+  for msgs in (MESSAGES, WITH_SYSTEM):
+    ids = tok.encode_chat(msgs)
+    assert ids.count(tok.bos_id) == 1
+    assert ids == ref.apply_chat_template(msgs, add_generation_prompt=True, return_dict=False)
+
+
+def test_save_keeps_every_eos_id(llama3_dir, tmp_path):
+  """An end-of-turn id that is no known marker (here <|end_header_id|>) survives save + load."""
+  base = Tokenizer.load(llama3_dir)
+  tok = Tokenizer.from_tokenizers(base.backend, bos_id=0, eos_ids=(4, 3), jinja=LLAMA3_JINJA)
+  assert tok.eos_ids == (4, 3, 1)  # + <|end_of_text|>, a known end-of-document marker
+  back = Tokenizer.load(tok.save(tmp_path / "saved"))
+  assert (back.eos_ids, back.pad_id, back.bos_id) == ((4, 3, 1), 4, 0)
 
 
 # ---- GGUF ---------------------------------------------------------------------------------------
@@ -366,6 +397,11 @@ def test_gguf_qwen2_pre_and_user_defined_tokens(chatml_dir, tmp_path):
     ids = tok.encode(s)
     assert ids == ref(s, add_special_tokens=False)["input_ids"], s
     assert tok.decode(ids) == s
+  # control tokens (type 3) are special: skipped where asked, as transformers does
+  s = tok.apply_chat_template(MESSAGES)
+  ids = tok.encode(s)
+  assert tok.decode(ids, skip_special=True) == ref.decode(ids, skip_special_tokens=True) != s
+  assert "<|im_start|>" not in tok.decode(ids, skip_special=True)
   bad = _write_gguf(str(tmp_path / "spm.gguf"), tokens, types, merges, model="llama")
   with pytest.raises(ValueError, match="spm.gguf"):
     Tokenizer.load(bad)
@@ -589,3 +625,31 @@ def test_bad_paths_raise_clear_errors(tmp_path):
     Tokenizer.load(cfg)
   with pytest.raises(TypeError):
     train_sentencepiece(corpus(20), None, vocab_size=400).encode(b"bytes")
+
+
+def test_gguf_repeated_and_mislabelled_tokens_as_transformers(chatml_dir, tmp_path):
+  """Real GGUF vocabularies repeat spellings and mark tokens outside the byte alphabet as control
+  (llama.cpp mislabels): a repeated spelling keeps its last id, a mislabelled control token is
+  not added (it would grow the vocabulary past the model's), a token spelled outside the byte
+  alphabet is re-spelled byte-wise, and qwen2's split keeps digits apart even where a merge would
+  join them: all as transformers' conversion."""
+  transformers = _transformers()
+  with open(os.path.join(chatml_dir, "tokenizer.json")) as f:
+    spec = json.load(f)["model"]
+  tokens = sorted(spec["vocab"], key=spec["vocab"].get)
+  types = [3 if t.startswith("<|") else 1 for t in tokens]
+  repeated = next(t for t in tokens[300:] if t.isalpha() and len(t) >= 3)
+  assert "12" not in spec["vocab"]
+  tokens, types = tokens + [repeated, "<|ctl one|>", " zq", "12"], types + [1, 3, 1, 1]
+  merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]] + ["1 2"]
+  path = _write_gguf(str(tmp_path / "dups.gguf"), tokens, types, merges)
+  tok = Tokenizer.load(path)
+  ref = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="dups.gguf")
+  assert tok.vocab_size == len(ref) == len(tokens) - 1  # the repeated spelling's first id is a hole
+  assert tok.token_to_id(repeated) == len(tokens) - 4 == ref.convert_tokens_to_ids(repeated)
+  zq = len(tokens) - 2
+  assert tok.id_to_token(zq) == ref.convert_ids_to_tokens(zq) == "\u0120zq"
+  assert tok.decode([zq]) == ref.decode([zq]) == " zq"
+  for s in PROBES + [repeated, f" {repeated}{repeated}", "a <|ctl one|> b", "123456 12"]:
+    assert tok.encode(s) == ref(s, add_special_tokens=False)["input_ids"], s
+  assert len(tok.encode("123456")) == 6  # one digit a token: qwen2's split, though "1 2" merges

@@ -282,6 +282,14 @@ def test_checkpoint_from_other_model_shape_names_the_tensor(tmp_path):
   with pytest.raises(checkpoint.CheckpointMismatchError, match="params/layers/mlp/down"):
     loop.train(other, tcfg, SyntheticTokens(512, 4, 32), str(tmp_path))
   ck.close()
+  # a checkpoint holding a tensor this model lacks (an untied LM head, restored into a tied model)
+  tied = CFG.replace(tie_embeddings=True)
+  abstract, _ = state_lib.abstract_train_state(tied, tx, mesh)
+  ck = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"has tensors the model lacks: \[.*'params/lm_head'.*tie_embeddings: checkpoint False vs now True"):
+    ck.restore_latest(abstract, tied.to_dict())
+  ck.close()
   # the right shape restores exactly, with the iterator state
   abstract, _ = state_lib.abstract_train_state(CFG, tx, mesh)
   ck = checkpoint.Checkpointer(tmp_path / "checkpoints")
@@ -290,6 +298,22 @@ def test_checkpoint_from_other_model_shape_names_the_tensor(tmp_path):
   assert data == {"index": 4} and meta["step"] == 4
   for a, b in zip(jax.tree.leaves(st), jax.tree.leaves(st2)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_an_open_checkpointer_sees_steps_written_by_another(tmp_path):
+  """A Checkpointer opened before another writer (a restarted run, another host) saved sees those
+  steps: `latest_step` and `all_steps` re-read the directory."""
+  mesh = _one_device_mesh()
+  tx, _ = _tx()
+  st = state_lib.init_train_state(CFG, tx, mesh, seed=0)
+  reader = checkpoint.Checkpointer(tmp_path, async_save=False)
+  assert reader.latest_step() is None and reader.all_steps() == []
+  writer = checkpoint.Checkpointer(tmp_path, async_save=False)
+  writer.save(3, st, {"index": 3})
+  writer.save(7, st, {"index": 7})
+  writer.close()
+  assert reader.latest_step() == 7 and reader.all_steps() == [3, 7]
+  reader.close()
 
 
 # ------------------------------------------------------------------------------------------- loop
