@@ -5,8 +5,9 @@ a clip bound, an estimator, an average, a bin edge, the pairing of a bootstrap),
 (which tokens are trained on, packing, the loss, the attention mask), the model's hand-written
 kernels, the sampler, the retrievers, the host-tool path, checkpoint import and export, the
 synthetic world, the evaluation's record of a device rollout, the tokenizer, the answer checks and
-the judge, the receipts, training checkpoints, the RL task tables, the arithmetic peer's reward or
-the calculator; the audit applies it to a checkout, runs the tests that cover that file,
+the judge, the receipts, training checkpoints, the RL task tables, the arithmetic peer's reward,
+the calculator, the trajectory schema's input checks or the Search-R1 server; the audit applies it
+to a checkout, runs the tests that cover that file,
 and reports the mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
@@ -459,6 +460,37 @@ MUTANTS += [
     ("rd_last_rollout", RD, "    if first:\n      out.rollout = steps\n", "    out.rollout = steps\n"),
     ("rd_last_success", RD, "      if first:\n        out.success = v\n", "      out.success = v\n"),
 ]
+# groups 25-26 (nineteenth session): the trajectory schema's input checks, the Search-R1 server
+SH = "foresight_jax/data/schema.py"
+MUTANTS += [
+    ("sh_bool_as_number", SH, "if isinstance(v, bool) and bool not in types or not isinstance(v, types):",
+     "if not isinstance(v, types):"),
+    ("sh_empty_answers_ok", SH, "    if not answers:\n", "    if False:\n"),
+    ("sh_answer_type_ok", SH, "      if not isinstance(a, str):\n", "      if False:\n"),
+    ("sh_answer_not_last_ok", SH, "      if i != len(steps) - 1:\n", "      if False:\n"),
+    ("sh_obs_after_answer_ok", SH, '      if step["observation"] is not None:\n', "      if False:\n"),
+    ("sh_surrogates_ok", SH, "    if not _utf8_ok(v):\n", "    if False:\n"),
+    ("sh_bom_kept", SH, 'if lineno == 1 and text.startswith("\\ufeff"):', "if False:"),
+    ("sh_truncation_unmarked", SH, 'meta={**(rec.meta or {}), "truncated_from": n})', "meta=rec.meta)"),
+    ("sh_empty_query_ok", SH, 'c.text(action, key, f"{p}.action.{key}", nonempty=tool != "answer")',
+     'c.text(action, key, f"{p}.action.{key}", nonempty=False)'),
+    ("sh_success_range_ok", SH, "if s is not None and not (math.isfinite(s) and 0.0 <= s <= 1.0):", "if False:"),
+    ("sh_problem_line_zero", SH, "problems = validate_record(obj, str(path), lineno)", "problems = validate_record(obj, str(path), 0)"),
+    ("sh_byte_column_0based", SH, 'f"{e.start + 1}"))', 'f"{e.start}"))'),
+    ("sh_score_range_ok", SH, '      c.add("outcome.score", "range",', '      (lambda *a: None)("outcome.score", "range",'),
+]
+SV, RF = "foresight_jax/retrieval/server.py", "foresight_jax/retrieval/format.py"
+MUTANTS += [
+    ("sv_topk_bool_ok", SV, "if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOPK:",
+     "if not isinstance(topk, int) or not 1 <= topk <= MAX_TOPK:"),
+    ("sv_default_topk_1", SV, "    topk = DEFAULT_TOPK\n", "    topk = 1\n"),
+    ("sv_scores_by_default", SV, 'scores = req.get("return_scores", False)', 'scores = req.get("return_scores", True)'),
+    ("sv_no_query_cap", SV, "  if len(queries) > MAX_QUERIES:\n", "  if False:\n"),
+    ("sv_row_ids_not_doc_ids", SV, 'doc = {"id": doc_ids[i] if doc_ids is not None else str(i),', 'doc = {"id": str(i),'),
+    ("sv_trailing_slash_404", SV, 'if self.path.rstrip("/") != "/retrieve":', 'if self.path != "/retrieve":'),
+    ("rf_contents_unquoted", RF, "  return f'\"{title}\"\\n{text}'", "  return f'{title}\\n{text}'"),
+    ("rf_quotes_kept", RF, "    title = title[1:-1]\n", "    pass\n"),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -504,7 +536,10 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          CK: ["tests/test_train_resume.py", "tests/test_train.py", "tests/test_rl_train.py", "tests/test_train_stages_run.py"],
          TE: ["tests/test_rl_step.py", "tests/test_rl_rollout.py", "tests/test_evals_device_record.py", "tests/test_rl_train.py"],
          AT: ["tests/test_rl_arith.py"],
-         MT: ["tests/test_data_world.py", "tests/test_evals.py", "tests/test_data_foresight.py", "tests/test_rl_rollout.py"]}
+         MT: ["tests/test_data_world.py", "tests/test_evals.py", "tests/test_data_foresight.py", "tests/test_rl_rollout.py"],
+         SH: ["tests/test_data_schema.py", "tests/test_cli_data.py", "tests/test_data_pipeline.py"],
+         SV: ["tests/test_retrieval_server.py"],
+         RF: ["tests/test_retrieval_server.py", "tests/test_retrieval_bm25.py", "tests/test_data_real_sources.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:

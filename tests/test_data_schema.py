@@ -131,3 +131,42 @@ def test_math_adapter_jsonl_and_json(tmp_path):
   tasks, rep = read_math(js)
   assert [t.answers for t in tasks] == [["7"], ["12"]] and all(t.domain == "math" for t in tasks)
   assert [str(p).split(": ")[0] for p in rep.problems] == [f"{js}:3:answer"]
+
+
+def _set(path, value):
+  """An edit of the valid record at a dotted path ("steps.0.foresight.success")."""
+  def edit(d):
+    *head, last = path.split(".")
+    for k in head:
+      d = d[int(k)] if k.isdigit() else d[k]
+    d[int(last) if last.isdigit() else last] = value
+  return edit
+
+
+@pytest.mark.parametrize("edit,field,kind", [
+    (_set("outcome", {"score": True}), "outcome.score", "type"),         # JSON true is no number
+    (_set("task.answers", []), "task.answers", "empty"),
+    (_set("task.answers", ["Aldo Kessin", 3]), "task.answers[1]", "type"),
+    (_set("steps.0.action.query", "  "), "steps[0].action.query", "empty"),
+    (_set("steps.0.foresight.success", 1.25), "steps[0].foresight.success", "range"),
+    (_set("steps.0.foresight.success", float("nan")), "steps[0].foresight.success", "range"),
+    (_set("steps.0.foresight.success", True), "steps[0].foresight.success", "type"),
+    (lambda d: d.update(steps=d["steps"][::-1]), "steps[0]", "order"),  # an answer before a search
+])
+def test_each_bad_field_is_named_alone(edit, field, kind):
+  """One defect, one problem naming its field: nothing else of the record is blamed."""
+  d = _traj()
+  assert validate_record(d) == []
+  edit(d)
+  assert [(p.field, p.kind) for p in validate_record(d, "f.jsonl", 3)] == [(field, kind)]
+
+
+def test_reader_skips_a_byte_order_mark_and_names_a_bad_byte_by_column(tmp_path):
+  good = json.dumps(_traj())
+  bad = good.replace("Aldo", "Al\xe9do", 1).encode("latin-1")
+  path = tmp_path / "bom.jsonl"
+  path.write_bytes(b"\xef\xbb\xbf" + good.encode() + b"\n" + bad + b"\n")
+  recs, rep = read_trajectories(path)
+  assert len(recs) == 1 and rep.notes == [f"{path}:1: UTF-8 byte-order mark ignored"]
+  column = good.index("Aldo") + 3  # 1-based column of the byte after "Al"
+  assert [str(p) for p in rep.problems] == [f"{path}:2:<line>: invalid UTF-8 byte 0xe9 at column {column}"]

@@ -116,6 +116,20 @@ def test_wrong_path_method_and_client_errors(served):
   assert e.value.status == 400
   # the server is still healthy after the errors
   assert len(server.retrieve(url, ["river"], topk=1)[0]) == 1
+  # a trailing slash names the same endpoint
+  status, payload = _raw(srv, "POST", "/retrieve/", json.dumps({"queries": ["river"], "topk": 2}).encode())
+  assert status == 200 and len(payload["result"][0]) == 2
+
+
+def test_served_ids_are_the_corpus_ids_given():
+  """`doc_ids` (e.g. wiki-18's own ids) replace the row numbers in every answer."""
+  docs = [("Tarn", "a lake in the hills"), ("Varn", "a river town"), ("Orm", "a river mouth")]
+  srv = server.start_server(bm25.BM25Retriever(docs), "127.0.0.1", 0, doc_ids=["w-10", "w-11", "w-12"])
+  try:
+    status, body = _raw(srv, "POST", "/retrieve", json.dumps({"queries": ["lake hills"], "topk": 1}).encode())
+  finally:
+    server.stop_server(srv)
+  assert status == 200 and body["result"] == [[{"id": "w-10", "contents": '"Tarn"\na lake in the hills'}]]
 
 
 def test_parse_request_unit():
