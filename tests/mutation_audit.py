@@ -6,9 +6,9 @@ a clip bound, an estimator, an average, a bin edge, the pairing of a bootstrap),
 kernels, the sampler, the retrievers, the host-tool path, checkpoint import and export, the
 synthetic world, the evaluation's record of a device rollout, the tokenizer, the answer checks and
 the judge, the receipts, training checkpoints, the RL task tables, the arithmetic peer's reward,
-the calculator, the trajectory schema's input checks or the Search-R1 server; the audit applies it
-to a checkout, runs the tests that cover that file,
-and reports the mutant killed (a test failed) or survived. Not a test itself
+the calculator, the trajectory schema's input checks, the Search-R1 server or the eval suites'
+figures; the audit applies it to a checkout, runs the tests that cover that file, and reports the
+mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
 It writes into the checkout it is given, so give it a throwaway one, never the tree you edit:
@@ -491,6 +491,27 @@ MUTANTS += [
     ("rf_contents_unquoted", RF, "  return f'\"{title}\"\\n{text}'", "  return f'{title}\\n{text}'"),
     ("rf_quotes_kept", RF, "    title = title[1:-1]\n", "    pass\n"),
 ]
+# group 27 (nineteenth session): the eval command's suites and figures
+SU = "foresight_jax/evals/suites.py"
+MUTANTS += [
+    ("su_sample_unordered", SU, 'keep = sorted(random.Random(f"eval:{seed}").sample(range(len(tasks)), n))',
+     'keep = random.Random(f"eval:{seed}").sample(range(len(tasks)), n)'),
+    ("su_multihop_any_evidence", SU, 'all(found(t) for t in q.meta["evidence_titles"])', 'any(found(t) for t in q.meta["evidence_titles"])'),
+    ("su_subquestions_repeated", SU, 'if not found(s["evidence_title"]) or not golds or s["question"] in seen:',
+     'if not found(s["evidence_title"]) or not golds:'),
+    ("su_list_answers_any", SU, '"answer_match": "any" if scalar else "all",', '"answer_match": "any",'),
+    ("su_pass_at_1", SU, "M.pass_at_k(len(v), int(sum(v)), k)", "M.pass_at_k(len(v), int(sum(v)), 1)"),
+    ("su_f1_none_as_zero", SU, '"f1": _mean([c["f1"] for c in checks if c["f1"] is not None]),',
+     '"f1": _mean([c["f1"] or 0.0 for c in checks]),'),
+    ("su_judge_agreement_flipped", SU, 'float(c["judge"]["verdict"] == (c["em"] == 1.0))', 'float(c["judge"]["verdict"] != (c["em"] == 1.0))'),
+    ("su_unanswered_judged", SU, "asked = [i for i, ep in enumerate(episodes) if ep.answer is not None]",
+     "asked = list(range(len(episodes)))"),
+    ("su_free_text_math", SU, 'return None if domain == "math" else max(', "return max("),
+    ("su_recorded_judge_dropped", SU, '"judge": e.get("judge")} for steps, e in grouped]', '"judge": None} for steps, e in grouped]'),
+    ("su_corpus_contents_ignored", SU, 'docs.append(from_contents(obj["contents"]) if "contents" in obj else (obj["title"], obj["text"]))',
+     'docs.append((obj["title"], obj["text"]))'),
+    ("su_tool_k_fixed", SU, "return format_results(search(arg, k))", "return format_results(search(arg, 3))"),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -539,7 +560,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          MT: ["tests/test_data_world.py", "tests/test_evals.py", "tests/test_data_foresight.py", "tests/test_rl_rollout.py"],
          SH: ["tests/test_data_schema.py", "tests/test_cli_data.py", "tests/test_data_pipeline.py"],
          SV: ["tests/test_retrieval_server.py"],
-         RF: ["tests/test_retrieval_server.py", "tests/test_retrieval_bm25.py", "tests/test_data_real_sources.py"]}
+         RF: ["tests/test_retrieval_server.py", "tests/test_retrieval_bm25.py", "tests/test_data_real_sources.py"],
+         SU: ["tests/test_eval_suites.py", "tests/test_eval_cli.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:

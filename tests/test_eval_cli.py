@@ -74,6 +74,8 @@ def test_eval_prints_one_figures_line_per_suite_in_range(run):
   assert by["world"]["search_tool_path"] == "device" and by["fanoutqa"]["search_tool_path"] == "device"
   assert by["champ"]["search_tool_path"] == "host" and by["champ"]["f1"] is None
   assert by["champ"]["boxed"] == 0.0 and by["fanoutqa"]["boxed"] is None  # it never writes \boxed{}
+  # prose F1 is a search figure: a number somewhere in a math turn's prose is no answer
+  assert by["champ"]["free_text_f1"] is None and by["fanoutqa"]["free_text_f1"] is not None
   # the scripted agent answers "Brelland": right on two of the three nq questions whenever it answers
   assert 0.0 < by["nq"]["em"] < 1.0 and by["nq"]["pass@2"] > 0.0
   assert by["fanoutqa"]["multihop"] + by["fanoutqa"]["subquestions"] == 3
