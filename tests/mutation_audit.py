@@ -6,8 +6,9 @@ a clip bound, an estimator, an average, a bin edge, the pairing of a bootstrap),
 kernels, the sampler, the retrievers, the host-tool path, checkpoint import and export, the
 synthetic world, the evaluation's record of a device rollout, the tokenizer, the answer checks and
 the judge, the receipts, training checkpoints, the RL task tables, the arithmetic peer's reward,
-the calculator, the trajectory schema's input checks, the Search-R1 server or the eval suites'
-figures; the audit applies it to a checkout, runs the tests that cover that file, and reports the
+the calculator, the trajectory schema's input checks, the Search-R1 server, the eval suites'
+figures or FE-SFT's chat data; the audit applies it to a checkout, runs the tests that cover that
+file, and reports the
 mutant killed (a test failed) or survived. Not a test itself
 (pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
@@ -512,6 +513,22 @@ MUTANTS += [
      'docs.append((obj["title"], obj["text"]))'),
     ("su_tool_k_fixed", SU, "return format_results(search(arg, k))", "return format_results(search(arg, 3))"),
 ]
+# group 28 (nineteenth session): FE-SFT's chat data (which tokens of a conversation are trained)
+SD = "foresight_jax/train/stages_data.py"
+MUTANTS += [
+    ("sd_youtu_tool_role", SD, 'obs_role = "user" if template == "youtu" else "tool"', 'obs_role = "tool"'),
+    ("sd_variant_always_full", SD, 'v = variant or ("none" if not fs else "full" if fs[0].success is not None else "state")',
+     'v = variant or "full"'),
+    ("sd_slip_trained", SD, '{"role": "assistant", "content": slips[i], "train": False}', '{"role": "assistant", "content": slips[i], "train": True}'),
+    ("sd_obs_unwrapped", SD, 'msgs.append({"role": obs_role, "content": f"<information>{step.observation}</information>"})',
+     'msgs.append({"role": obs_role, "content": step.observation})'),
+    ("sd_header_trained", SD, 'Segment("prompt", piece[:j])', "Segment(body_role, piece[:j])"),
+    ("sd_tail_trained", SD, 'Segment("prompt", tail)]', "Segment(body_role, tail)]"),
+    ("sd_first_user_as_obs", SD, 'segs.append(Segment("prompt" if i == 0 else "observation", piece))', 'segs.append(Segment("observation", piece))'),
+    ("sd_double_bos", SD, "bos = tok.bos_id if tok.default_add_bos and not tok.chat_template_writes_bos(text) else None",
+     "bos = tok.bos_id if tok.default_add_bos else None"),
+    ("sd_bos_trained", SD, "ids, mask = ([bos], [0]) if bos is not None else ([], [])", "ids, mask = ([bos], [1]) if bos is not None else ([], [])"),
+]
 
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
@@ -561,7 +578,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          SH: ["tests/test_data_schema.py", "tests/test_cli_data.py", "tests/test_data_pipeline.py"],
          SV: ["tests/test_retrieval_server.py"],
          RF: ["tests/test_retrieval_server.py", "tests/test_retrieval_bm25.py", "tests/test_data_real_sources.py"],
-         SU: ["tests/test_eval_suites.py", "tests/test_eval_cli.py"]}
+         SU: ["tests/test_eval_suites.py", "tests/test_eval_cli.py"],
+         SD: ["tests/test_train_stages.py", "tests/test_data_slips.py", "tests/test_train_stages_run.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:

@@ -224,6 +224,54 @@ def test_chat_masks_train_assistant_turns_only():
     assert all("<foresight>" in s for s in spans)  # a block at every decision point
     mid = stages_data.tokenize_chat(t, tok, "mid_training")["loss_mask"].astype(bool)
     assert mid.sum() > mask.sum()  # mid-training also trains the prompt, never observations
+    msgs = stages_data.chat_messages(t, "plain", None)
+    edges = np.flatnonzero(np.diff(np.r_[0, (mid & ~mask).astype(int), 0]))
+    assert msgs[0]["content"] in tok.decode(ids[edges[0]:edges[1]])  # the task prompt is trained
+    trained = "".join(tok.decode(ids[a:b]) for a, b in zip(*[iter(np.flatnonzero(np.diff(np.r_[0, mid, 0])))] * 2))
+    obs = [m["content"] for m in msgs if m["role"] == "tool"]
+    # observations are read the way the agent and the RL tool wrap them, and never trained
+    assert obs == [f"<information>{s.observation}</information>" for s in t.steps if s.observation is not None]
+    assert obs and not any(o in trained for o in obs)
+
+
+def test_chat_tokens_hold_one_bos_with_a_bos_writing_template(tmp_path):
+  """A Llama-3-style tokenizer adds BOS to every text and its template writes <|begin_of_text|>:
+  the FE-SFT rows start with exactly one BOS, untrained."""
+  from test_tokenizer import LLAMA3_JINJA, _write_hf_dir
+  from foresight_jax.data.foresight import ForesightConfig, build_dataset
+  from foresight_jax.data.generate import GenConfig, generate
+  from foresight_jax.tokenizer import Tokenizer
+  special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+  d = _write_hf_dir(str(tmp_path / "llama3"), special, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+                                                         "add_bos_token": True}, LLAMA3_JINJA)
+  tok = stages_data.add_foresight_tokens(Tokenizer.load(d))
+  assert tok.default_add_bos and tok.chat_template_writes_bos()
+  t = build_dataset(list(generate(GenConfig(seed=3), 1)), ForesightConfig(n_branches=2))[0]
+  ex = stages_data.tokenize_chat(t, tok, "sft")
+  ids = ex["tokens"].tolist()
+  assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1 and ex["loss_mask"][0] == 0
+
+
+def test_chat_prompt_variant_and_observation_role():
+  """The prompt's instructions follow the trajectory's blocks when no variant is given (none /
+  state / full), and Youtu's template, which has no tool role, reads observations as user turns."""
+  import dataclasses
+  from foresight_jax.data.foresight import ForesightConfig, build_dataset
+  from foresight_jax.data.generate import GenConfig, generate
+  from foresight_jax.data.render import render_prompt
+  from foresight_jax.tokenizer.chat import render_chat
+  t = build_dataset(list(generate(GenConfig(seed=3), 1)), ForesightConfig(n_branches=2))[0]
+  bare = dataclasses.replace(t, steps=[dataclasses.replace(s, foresight=None) for s in t.steps])
+  state = dataclasses.replace(t, steps=[dataclasses.replace(s, foresight=dataclasses.replace(s.foresight, success=None))
+                                        if s.foresight else s for s in t.steps])
+  for traj, variant in ((t, "full"), (state, "state"), (bare, "none")):
+    first = stages_data.chat_messages(traj, "plain", None)[0]["content"]
+    assert first == render_prompt(traj.task, variant).rstrip("\n"), variant
+  assert render_prompt(t.task, "none") != render_prompt(t.task, "full") != render_prompt(t.task, "state")
+  youtu = stages_data.chat_messages(t, "youtu", None)
+  assert {m["role"] for m in youtu} == {"user", "assistant"}
+  text = render_chat(youtu, "youtu", add_generation_prompt=False, default_system=None)
+  assert all(f"<information>{s.observation}</information>" in text for s in t.steps if s.observation is not None)
 
 
 def test_chat_segments_with_smollm2_own_template():
