@@ -8,9 +8,8 @@ synthetic world, the evaluation's record of a device rollout, the tokenizer, the
 the judge, the receipts, training checkpoints, the RL task tables, the arithmetic peer's reward,
 the calculator, the trajectory schema's input checks, the Search-R1 server, the eval suites'
 figures or FE-SFT's chat data; the audit applies it to a checkout, runs the tests that cover that
-file, and reports the
-mutant killed (a test failed) or survived. Not a test itself
-(pytest does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
+file, and reports the mutant killed (a test failed) or survived. Not a test itself (pytest does not
+collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
 It writes into the checkout it is given, so give it a throwaway one, never the tree you edit:
   git worktree add --detach /tmp/mut HEAD
