@@ -204,6 +204,12 @@ def test_dry_run_plan(capsys, tmp_path, no_compute):
   assert not (tmp_path / "w").exists()
 
 
+def _spans(tok, ids, mask) -> list[str]:
+  """The decoded runs of consecutive tokens where `mask` is set, in order."""
+  edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(mask, int), 0]))
+  return [tok.decode(ids[a:b]) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def test_chat_masks_train_assistant_turns_only():
   from foresight_jax.data.foresight import ForesightConfig, build_dataset
   from foresight_jax.data.generate import GenConfig, generate
@@ -217,17 +223,15 @@ def test_chat_masks_train_assistant_turns_only():
     assert tok.decode(ids[1:]) == tok.apply_chat_template(
         stages_data.chat_messages(t, tok.chat_template, None), add_generation_prompt=False)
     # trained spans, in order, are exactly the assistant messages, each closed by <|end|>
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
-    spans = [tok.decode(ids[a:b]) for a, b in zip(edges[::2], edges[1::2])]
+    spans = _spans(tok, ids, mask)
     want = [m["content"] + "<|end|>" for m in stages_data.chat_messages(t, "plain", None) if m["role"] == "assistant"]
     assert spans == want
     assert all("<foresight>" in s for s in spans)  # a block at every decision point
     mid = stages_data.tokenize_chat(t, tok, "mid_training")["loss_mask"].astype(bool)
     assert mid.sum() > mask.sum()  # mid-training also trains the prompt, never observations
     msgs = stages_data.chat_messages(t, "plain", None)
-    edges = np.flatnonzero(np.diff(np.r_[0, (mid & ~mask).astype(int), 0]))
-    assert msgs[0]["content"] in tok.decode(ids[edges[0]:edges[1]])  # the task prompt is trained
-    trained = "".join(tok.decode(ids[a:b]) for a, b in zip(*[iter(np.flatnonzero(np.diff(np.r_[0, mid, 0])))] * 2))
+    assert msgs[0]["content"] in _spans(tok, ids, mid & ~mask)[0]  # the task prompt is trained
+    trained = "".join(_spans(tok, ids, mid))
     obs = [m["content"] for m in msgs if m["role"] == "tool"]
     # observations are read the way the agent and the RL tool wrap them, and never trained
     assert obs == [f"<information>{s.observation}</information>" for s in t.steps if s.observation is not None]
@@ -291,8 +295,7 @@ def test_chat_segments_with_smollm2_own_template():
     ex = stages_data.tokenize_chat(t, tok, "sft")
     ids, mask = ex["tokens"], ex["loss_mask"].astype(bool)
     assert tok.decode(ids) == text  # no BOS: SmolLM2 adds none
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
-    spans = [tok.decode(ids[a:b]) for a, b in zip(edges[::2], edges[1::2])]
+    spans = _spans(tok, ids, mask)
     assert spans == [m["content"] + "<|im_end|>" for m in msgs if m["role"] == "assistant"]
     assert all("<foresight>" in s for s in spans)
 
