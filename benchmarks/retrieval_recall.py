@@ -90,7 +90,7 @@ def main():
   if args.limit_docs:
     docs = docs[:args.limit_docs]
   titles = {t for t, _ in docs}
-  pairs = corpora.fanoutqa_subquestions("dev", titles)
+  pairs = corpora.fanoutqa_subquestions(titles)
   queries, gold = [q for q, _ in pairs], [t for _, t in pairs]
   dev = jax.devices()[0]
   out = {"bench": "retrieval_recall", "k": args.k, "bm25_k1": args.k1, "bm25_b": args.b,

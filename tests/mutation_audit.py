@@ -7,8 +7,11 @@ kernels, the sampler, the retrievers, the host-tool path, checkpoint import and 
 synthetic world, the evaluation's record of a device rollout, the tokenizer, the answer checks and
 the judge, the receipts, training checkpoints, the RL task tables, the arithmetic peer's reward,
 the calculator, the trajectory schema's input checks, the Search-R1 server, the eval suites'
-figures or FE-SFT's chat data; the audit applies it to a checkout, runs the tests that cover that
-file, and reports the mutant killed (a test failed) or survived. Not a test itself (pytest does not
+figures, FE-SFT's chat data, the decoder and its attention variants, param declarations, HF
+layouts, the planning-theater detector, the metric sinks, the real-data adapters and packaged
+sources, the data policies, the arithmetic GRPO step, a checkpoint's chat template, the FLOP count
+or the mesh rules; the audit applies it to a checkout, runs the tests that cover that file, and
+reports the mutant killed (a test failed) or survived. Not a test itself (pytest does not
 collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
 It writes into the checkout it is given, so give it a throwaway one, never the tree you edit:
@@ -529,6 +532,133 @@ MUTANTS += [
     ("sd_bos_trained", SD, "ids, mask = ([bos], [0]) if bos is not None else ([], [])", "ids, mask = ([bos], [1]) if bos is not None else ([], [])"),
 ]
 
+# group 29 (twentieth session): the decoder, attention variants, param declarations, HF layouts
+TR, AN = "foresight_jax/models/transformer.py", "foresight_jax/models/attention.py"
+PM, LO = "foresight_jax/models/params.py", "foresight_jax/models/checkpoint/layout.py"
+MUTANTS += [
+    ("tr_mlp_norm_is_attn_norm", TR, 'h = layers.rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)', 'h = layers.rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)'),
+    ("tr_no_final_norm", TR, 'return layers.rms_norm(x, params["final_norm"], cfg.rms_norm_eps), cache', "return x, cache"),
+    ("tr_cache_segment_at_0", TR, "segment_ids.astype(jnp.int32), (0, cache_index))", "segment_ids.astype(jnp.int32), (0, 0))"),
+    ("tr_unstack_first_layer", TR, "tuple(jax.tree.map(lambda a, i=i: a[i], stacked)", "tuple(jax.tree.map(lambda a, i=i: a[0], stacked)"),
+    ("tr_fused_kv_swapped", TR, 'for n in ("q", "k", "v")], axis=1)', 'for n in ("q", "v", "k")], axis=1)'),
+    ("tr_fused_bias_swapped", TR, 'for n in ("q", "k", "v")])', 'for n in ("q", "v", "k")])'),
+    ("tr_fused_gate_up_swapped", TR, 'jnp.concatenate([mlp.pop("gate"), mlp.pop("up")], axis=1)', 'jnp.concatenate([mlp.pop("up"), mlp.pop("gate")], axis=1)'),
+    ("tr_logits_bwd_no_dw", TR, 'jnp.einsum(f"{hs},{out}->{ws}", h, g)', "jnp.zeros_like(w)"),
+    ("an_k_norm_is_q_norm", AN, 'k = layers.rms_norm(k, p["k_norm"], cfg.rms_norm_eps)', 'k = layers.rms_norm(k, p["q_norm"], cfg.rms_norm_eps)'),
+    ("an_v_bias_dropped", AN, 'v + p["v_bias"].astype(dtype)', "v"),
+    ("an_mla_cached_no_rope", AN, '+ jnp.einsum("bthd,bsd->bhts", q_rot, r_all, preferred_element_type=jnp.float32)) * scale',
+     ") * scale"),
+    ("an_mla_qa_norm_eps", AN, "qa = layers.rms_norm(qa_raw, p[\"q_a_norm\"], MLA_NORM_EPS)", "qa = layers.rms_norm(qa_raw, p[\"q_a_norm\"], 1e-2)"),
+    ("an_mla_uv_from_uk", AN, 'o = jnp.einsum("bthr,rhv->bthv", o_lat, kv_b[..., dn:])', 'o = jnp.einsum("bthr,rhv->bthv", o_lat, kv_b[..., :dn])'),
+    ("pm_branch_std_unscaled", PM, "return cfg.initializer_range / (2 * cfg.num_layers) ** 0.5", "return cfg.initializer_range"),
+    ("pm_same_key_every_tensor", PM, "zlib.crc32(path_str(p).encode()) & 0x7FFFFFFF", "0"),
+    ("pm_untruncated", PM, "jax.random.truncated_normal(key, -2.0, 2.0, spec.shape, jnp.float32)", "jax.random.normal(key, spec.shape, jnp.float32)"),
+    ("lo_always_contiguous", LO, "if all(s == (0, d) for s, d in zip(ss[1:], dims[1:])):", "if True:"),
+    ("lo_chunk_one_layer", LO, "for j, layer in enumerate(range(*layers)):", "for j, layer in enumerate(range(layers[0], layers[0] + 1)):"),
+]
+
+# group 30 (twentieth session): the planning-theater detector, the metric sinks, the real-data adapters
+TH, ME, AD = "foresight_jax/evals/theater.py", "foresight_jax/train/metrics.py", "foresight_jax/data/adapters.py"
+MUTANTS += [
+    ("th_confidence_strict", TH, "if est is not None and est >= th.confidence and", "if est is not None and est > th.confidence and"),
+    ("th_grounding_inclusive", TH, "and measurable and g < th.grounding:", "and measurable and g <= th.grounding:"),
+    ("th_unmeasurable_flagged", TH, "and measurable and g < th.grounding:", "and g < th.grounding:"),
+    ("th_call_not_said", TH, 'said = set(_predicted_words(" ".join([first.action, act.get("tool") or "", act.get("arg") or ""])))',
+     'said = set(_predicted_words(first.action))'),
+    ("th_digits_not_predictions", TH, "return [w for w in normalize_answer(text).split() if w not in STOPWORDS]",
+     "return [w for w in normalize_answer(text).split() if w not in STOPWORDS and not w.isdigit()]"),
+    ("th_turn_counted_per_flag", TH, 'n_turns += len({f["step"] for f in turn_flags})', "n_turns += len(turn_flags)"),
+    ("th_any_rate_episode_only", TH, "n_any += bool(turn_flags) or ep_flag is not None", "n_any += ep_flag is not None"),
+    ("th_episode_max_estimate", TH, "or min(est) < th.episode_confidence:", "or max(est) < th.episode_confidence:"),
+    ("th_answer_turns_checked", TH, 'beyond = None if s["observation"] is None else words_beyond_action(s, ep.spec)',
+     "beyond = words_beyond_action(s, ep.spec)"),
+    ("me_truncate_drops_last", ME, 'if isinstance(rec, dict) and rec.get("step", math.inf) <= last_step:',
+     'if isinstance(rec, dict) and rec.get("step", math.inf) < last_step:'),
+    ("me_no_purge", ME, "purge_step=start_step + 1)", "purge_step=None)"),
+    ("me_measured_peak_times_devices", ME, "  return measure_peak_flops()\n", "  return measure_peak_flops() * n_devices\n"),
+    ("me_configured_per_mesh", ME, "return float(configured_per_device) * n_devices", "return float(configured_per_device)"),
+    ("me_no_flush", ME, "      self._fh.flush()", "      pass"),
+    ("me_bool_as_float", ME, 'return int(a) if a.dtype.kind in "iub" else float(a)', 'return int(a) if a.dtype.kind in "iu" else float(a)'),
+    ("ad_bare_gold_rejected", AD, "        golds = [golds]  # some dumps", "        pass  # some dumps"),
+    ("ad_bool_id", AD, "if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip():",
+     "if isinstance(v, (str, int)) and str(v).strip():"),
+    ("ad_golds_unstripped", AD, "answers=[g.strip() for g in golds]))", "answers=list(golds)))"),
+    ("ad_bool_answer", AD, "if isinstance(ans, int) and not isinstance(ans, bool):", "if isinstance(ans, int):"),
+    ("ad_negative_as_type", AD, 'ans.strip().lstrip("+-").isdigit()', "ans.strip().isdigit()"),
+    ("ad_data_key_ignored", AD, 'items = obj.get("data") if isinstance(obj, dict) and isinstance(obj.get("data"), list) \\\n        else [obj]',
+     "items = [obj]"),
+    ("ad_array_bom", AD, 'text = raw.decode("utf-8-sig")', 'text = raw.decode("utf-8")'),
+    ("ad_question_key_only_problem", AD, 'pkey = "problem" if "problem" in o else "question"', 'pkey = "problem"'),
+]
+
+# group 31 (twentieth session): the packaged real data (Wikipedia leads, FanOutQA, CHAMP) and the data policies
+RS, PO = "foresight_jax/data/real_sources.py", "foresight_jax/data/policies.py"
+MUTANTS += [
+    ("rs_bool_answer_as_text", RS, '    return ["yes" if ans else "no"]', '    return [str(ans)]'),
+    ("rs_dict_keys_dropped", RS, "out += answer_strings(k) + answer_strings(v)", "out += answer_strings(v)"),
+    ("rs_golds_not_deduplicated", RS, 'golds = _dedup(answer_strings(q.get("answer")))', 'golds = answer_strings(q.get("answer"))'),
+    ("rs_subquestion_depth_flat", RS, '_flatten_subquestions(s.get("decomposition") or [], s["id"], depth + 1, out)',
+     '_flatten_subquestions(s.get("decomposition") or [], s["id"], depth, out)'),
+    ("rs_list_answer_any", RS, '"answer_match": "any" if kind == "scalar" else "all",', '"answer_match": "any",'),
+    ("rs_title_key_case", RS, 'return " ".join(title.replace("_", " ").casefold().split())', 'return " ".join(title.replace("_", " ").split())'),
+    ("rs_coverage_all_as_any", RS, "all(title_key(t) in idx for t in ts) for task in tasks)", "any(title_key(t) in idx for t in ts) for task in tasks)"),
+    ("rs_champ_strict_default", RS, "hi: int | None = 999, lenient: bool = True", "hi: int | None = 999, lenient: bool = False"),
+    ("rs_champ_hi_exclusive", RS, "(hi is not None and value > hi)", "(hi is not None and value >= hi)"),
+    ("rs_filters_counted_rejected", RS, "rejected=sum(v for k, v in rep.skipped.items() if k not in FILTER_REASONS))",
+     "rejected=sum(rep.skipped.values()))"),
+    ("rs_empty_extract_kept", RS, "    if not text:\n      continue\n    docs.append(", "    docs.append("),
+    ("rs_eval_set_untagged", RS, 't.meta = {**(t.meta or {}), "eval_set": src.name}', "t.meta = t.meta"),
+    ("rs_dashed_names_unknown", RS, 'key = name.strip().lower().replace("-", "_")', "key = name.strip().lower()"),
+    ("po_terminal_branch_zero", PO, "return [traj.score] * n  # terminal", "return [0.0] * n  # terminal"),
+    ("po_branch_before_step", PO, "prefix = traj.steps[: t + 1]", "prefix = traj.steps[: t]"),
+    ("po_branches_one_seed", PO, 'random.Random(f"{seed}:{traj.task.id}:{t}:{b}")', 'random.Random(f"{seed}:{traj.task.id}:{t}")'),
+    ("po_one_retry_fewer", PO, 'state["retries"] > self.max_retries', 'state["retries"] >= self.max_retries'),
+    ("po_recorded_noise_ignored", PO, "  if isinstance(n, dict):\n", "  if False:\n"),
+    ("po_no_forced_answer", PO, "force_answer=len(steps) == max_steps - 1)", "force_answer=False)"),
+    ("po_stop_early_at_start", PO, "hop >= 1 and rng.random() < nz.stop_early", "rng.random() < nz.stop_early"),
+    ("po_wrong_answer_may_be_right", PO, 'titles = [x for x in doc_titles(last_obs or "") if x != ent]', 'titles = doc_titles(last_obs or "")'),
+]
+
+# group 32 (twentieth session): the arithmetic GRPO step that is benchmarked against Tunix
+AR = "foresight_jax/rl/arith.py"
+MUTANTS += [
+    ("ar_eos_counted", AR, "return (ro.lengths - (ro.stop_reason == sampling.STOP_EOS)).sum()", "return ro.lengths.sum()"),
+    ("ar_logprob_offset", AR, "logits = transformer.lm_head(cfg, params, h[:, p - 1:-1])", "logits = transformer.lm_head(cfg, params, h[:, p:])"),
+    # (every row samples at least one token, so counting all rows instead would be equivalent)
+    ("ar_seqmean_by_tokens", AR, "return (gen.sum(axis=1) > 0).sum().astype(jnp.float32)", "return gen.sum().astype(jnp.float32)"),
+    ("ar_chunk_unweighted", AR, "w = _agg_weight(gcfg.aggregation, k == KIND_GEN) / total", "w = 1.0 / acfg.update_chunks"),
+    ("ar_ref_is_policy", AR, "ref_logp = completion_logprobs(cfg, jax.lax.stop_gradient(ref_params), r) if gcfg.beta else None",
+     "ref_logp = completion_logprobs(cfg, jax.lax.stop_gradient(params), r) if gcfg.beta else None"),
+    ("ar_kl_metric_unweighted", AR, 'return g, loss, {"kl": aux["kl"] * n_tok,', 'return g, loss, {"kl": aux["kl"],'),
+    ("ar_fixed_rollout_key", AR, "ro = rollout(cfg, acfg, state.params, batch, k_roll)", "ro = rollout(cfg, acfg, state.params, batch, jax.random.key(0))"),
+    ("ar_one_group", AR, "adv = grpo.group_advantages(r, acfg.group_size)", "adv = grpo.group_advantages(r, r.shape[0])"),
+    ("ar_rows_tiled", AR, "prompts = jnp.repeat(jnp.asarray(batch.prompts, jnp.int32), g, axis=0)",
+     "prompts = jnp.tile(jnp.asarray(batch.prompts, jnp.int32), (g, 1))"),
+    ("ar_temperature_one", AR, "sp = sampling.SamplingParams(temperature=acfg.temperature, top_p=1.0)", "sp = sampling.SamplingParams(temperature=1.0, top_p=1.0)"),
+]
+
+# group 33 (twentieth session): a checkpoint's chat template, the FLOP count behind every MFU, the mesh rules
+JJ, MC, SHD = "foresight_jax/tokenizer/jinja.py", "foresight_jax/models/config.py", "foresight_jax/sharding.py"
+MUTANTS += [
+    ("jj_no_trim_blocks", JJ, "trim_blocks=True, lstrip_blocks=True, extensions=", "trim_blocks=False, lstrip_blocks=True, extensions="),
+    ("jj_tojson_ascii", JJ, "def tojson(x, ensure_ascii=False,", "def tojson(x, ensure_ascii=True,"),
+    ("jj_tojson_unsorted", JJ, "separators=separators, sort_keys=sort_keys)", "separators=separators, sort_keys=False)"),
+    ("jj_none_fields_kept", JJ, "msg = {k: _plain(v) for k, v in m.items() if v is not None}", "msg = {k: _plain(v) for k, v in m.items()}"),
+    ("jj_reasoning_not_copied", JJ, 'msg = {"thinking": reasoning, **msg, "reasoning_content": reasoning}', "msg = msg"),
+    ("jj_specials_win", JJ, "context = _plain({**(special_tokens or {}), **variables})", "context = _plain({**variables, **(special_tokens or {})})"),
+    ("jj_underscore_allowed", JJ, 'if isinstance(name, str) and name.startswith("_"):', "if False:"),
+    ("jj_generation_dropped", JJ, "      return caller()\n", '      return ""\n'),
+    ("mc_lm_head_uncounted", MC, "  n += cfg.vocab_size * cfg.hidden_size  # the LM head", "  n += 0  # the LM head"),
+    ("mc_attention_not_causal", MC, "attn = 2 * seq_len * att_dim * cfg.num_layers / 2", "attn = 2 * seq_len * att_dim * cfg.num_layers"),
+    ("mc_mla_v_as_qk", MC, "att_dim = cfg.num_heads * (cfg.qk_head_dim + cfg.v_head_dim)", "att_dim = cfg.num_heads * 2 * cfg.qk_head_dim"),
+    ("mc_count_includes_head", MC, 'if not include_embeddings and path[0] in ("embed", "lm_head"):', 'if not include_embeddings and path[0] == "embed":'),
+    ("shd_indivisible_kept", SHD, "out.append(ax if dim % size == 0 else None)", "out.append(ax)"),
+    ("shd_batch_data_only", SHD, '("batch", ("data", "fsdp")),', '("batch", "data"),'),
+    ("shd_vocab_replicated", SHD, '("vocab", "tensor"),', '("vocab", None),'),
+    ("shd_two_inferred_sizes", SHD, "if sizes.count(-1) > 1:", "if sizes.count(-1) > 2:"),
+    ("shd_every_host_first_rows", SHD, "return slice(i * per, (i + 1) * per)", "return slice(0, per)"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
@@ -578,7 +708,22 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          SV: ["tests/test_retrieval_server.py"],
          RF: ["tests/test_retrieval_server.py", "tests/test_retrieval_bm25.py", "tests/test_data_real_sources.py"],
          SU: ["tests/test_eval_suites.py", "tests/test_eval_cli.py"],
-         SD: ["tests/test_train_stages.py", "tests/test_data_slips.py", "tests/test_train_stages_run.py"]}
+         SD: ["tests/test_train_stages.py", "tests/test_data_slips.py", "tests/test_train_stages_run.py"],
+         TR: ["tests/test_model.py", "tests/test_sampling.py", "tests/test_checkpoint_parity.py", "tests/test_kernels.py"],
+         AN: ["tests/test_model.py", "tests/test_checkpoint_parity.py", "tests/test_sampling.py"],
+         PM: ["tests/test_model.py", "tests/test_checkpoint_parity.py", "tests/test_train.py"],
+         LO: ["tests/test_checkpoint_parity.py", "tests/test_checkpoint_errors.py", "tests/test_checkpoint_gguf.py",
+              "tests/test_smollm2_gguf.py"],
+         TH: ["tests/test_evals_audit.py"],
+         ME: ["tests/test_train.py", "tests/test_train_resume.py", "tests/test_rl_train.py", "tests/test_train_stages_run.py"],
+         AD: ["tests/test_data_schema.py", "tests/test_cli_data.py"],
+         RS: ["tests/test_data_real_sources.py", "tests/test_eval_suites.py", "tests/test_data_tfds_builders.py",
+              "tests/test_rl_device_search.py", "tests/test_retrieval_bm25.py"],
+         AR: ["tests/test_rl_arith.py"],
+         JJ: ["tests/test_tokenizer.py", "tests/test_train_stages.py"],
+         MC: ["tests/test_model.py", "tests/test_rl_step.py", "tests/test_train.py"],
+         SHD: ["tests/test_train.py", "tests/test_model.py", "tests/test_train_multihost.py", "tests/test_checkpoint_parity.py"],
+         PO: ["tests/test_data_world.py", "tests/test_data_foresight.py", "tests/test_cli_data.py", "tests/test_data_slips.py"]}
 
 
 def run_mutant(checkout: str, mid: str, path: str, old: str, new: str, tests, pytest_args) -> dict:

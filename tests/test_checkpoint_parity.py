@@ -224,3 +224,25 @@ def test_small_read_chunks_give_identical_params(hf_models, monkeypatch, family)
     _, chunked = load_pretrained(d, mesh=mesh)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(chunked)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+
+
+def test_read_block_equals_the_same_slice_of_the_whole_tensor_on_any_axis():
+  """A shard's block is read as one contiguous HF range where the layout allows (whole inner axes),
+  and otherwise as the whole axis, sliced after reshaping; either way it equals the same slice of
+  the whole tensor in our layout, an inner axis of a split HF axis (head_dim) included."""
+  from foresight_jax.models.checkpoint import layout
+  tm = layout.TensorMap("w", ((3, 4), (5,)), (1, 0))  # HF [heads 3 x head_dim 4, in 5] -> ours [5, 3, 4]
+  whole = np.arange(60, dtype=np.float32).reshape(12, 5)
+  reads = []
+
+  class Source:
+    def read(self, name, ranges):
+      reads.append(ranges)
+      return whole[tuple(slice(a, b) for a, b in ranges)]
+
+  ours = whole.reshape(3, 4, 5).transpose(2, 0, 1)
+  for index in [(slice(0, 5), slice(1, 3), slice(0, 4)),   # heads 1-2: HF rows 4..12 only
+                (slice(2, 4), slice(0, 3), slice(1, 3)),   # part of head_dim: every row, sliced after
+                (slice(0, 5), slice(2, 3), slice(3, 4))]:
+    np.testing.assert_array_equal(layout.read_block(Source(), tm, "w", index), ours[index], err_msg=str(index))
+  assert reads[0] == ((4, 12), (0, 5)) and reads[1] == ((0, 12), (2, 4))

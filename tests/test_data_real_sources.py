@@ -67,6 +67,34 @@ def test_fanoutqa_dev(fanout, wiki):
   assert cov["questions_any_found"] / cov["questions"] > 0.4        # 161 / 310 measured
 
 
+def test_fanoutqa_reader_rules_on_a_written_file(tmp_path):
+  """The reader's rules on a file of its own: a boolean reads yes/no, a dict's keys and values both
+  count, a repeated string once; a sub-question's depth counts its ancestors; an item without a
+  question or with an empty answer is skipped and counted by reason."""
+  q = {"id": "q1", "question": "Which of them won, and where?", "answer": {"Ann": True, "Bo": "Paris", "Cy": "Paris"},
+       "decomposition": [
+           {"id": "s1", "question": "Who are they?", "answer": ["Ann", "Bo"], "evidence": None, "decomposition": [
+               {"id": "s1a", "question": "Did Ann win?", "answer": True, "evidence": {"title": "Ann", "pageid": 1}}]},
+           {"id": "s2", "question": "Where?", "answer": "Paris", "depends_on": ["s1"], "evidence": {"title": "Paris"}}]}
+  path = tmp_path / "fanout.json"
+  path.write_text(json.dumps([q, {"id": "q2", "question": "Nothing?", "answer": []}, {"id": "q3"}]))
+  tasks, rep = rs.load_fanoutqa_dev(path)
+  (t,) = tasks
+  assert t.id == "fanoutqa-q1" and t.answers == ["Ann", "yes", "Bo", "Paris", "Cy"]
+  assert [(s["id"], s["depth"], s["parent"], s["evidence_title"]) for s in t.meta["subquestions"]] == [
+      ("s1", 1, None, None), ("s1a", 2, "s1", "Ann"), ("s2", 1, None, "Paris")]
+  assert t.meta["evidence_titles"] == ["Ann", "Paris"] and t.meta["subquestions"][2]["depends_on"] == ["s1"]
+  assert (rep.read, rep.loaded, dict(rep.skipped)) == (3, 1, {"empty_answer": 1, "malformed": 1})
+
+
+def test_wiki_reader_skips_empty_leads_and_keeps_file_positions(tmp_path):
+  path = tmp_path / "summaries.json"
+  path.write_text(json.dumps({"A": {"title": "Aa", "extract": " Lead of A. "}, "B": {"title": "B", "extract": "  "},
+                              "C": {"extract": "Lead of C.", "topic": "Places"}}))
+  assert [tuple(d) for d in rs.load_wiki_corpus(path)] == [("Aa", "Lead of A.", "wiki-00000", "", ""),
+                                                           ("C", "Lead of C.", "wiki-00002", "", "Places")]
+
+
 def test_champ_integer_subset():
   _need("champ")
   tasks, rep = rs.load_champ_integer()
@@ -168,6 +196,7 @@ def test_registry_aime(tmp_path):
 def test_registry_errors(tmp_path):
   assert set(QA_SETS) | {"aime", "fanoutqa", "champ"} == set(rs.EVAL_SETS)
   assert rs.resolve_eval_set("2WikiMultihopQA").name == "2wiki"
+  assert rs.resolve_eval_set(" Natural-Questions ").name == "nq" and rs.resolve_eval_set("fanoutqa-dev").name == "fanoutqa"
   with pytest.raises(KeyError, match="unknown eval set 'squad'"):
     rs.load_eval_set("squad", tmp_path / "x.jsonl")
   with pytest.raises(ValueError, match="bring-your-own"):

@@ -104,14 +104,16 @@ def test_qa_adapter(tmp_path):
       json.dumps({"question": "q", "golden_answers": []}),
       json.dumps({"golden_answers": ["x"]}),
       "{bad json",
+      json.dumps({"id": True, "question": "which?", "golden_answers": [" Rome "]}),  # a bool is no id
   ]) + "\n")
   tasks, rep = read_qa_jsonl(path)
   assert [(t.id, t.domain, t.answers) for t in tasks] == [("test_0", "search", ["A", "B"]),
-                                                          ("nq_test-2", "search", ["Paris"])]
+                                                          ("nq_test-2", "search", ["Paris"]),
+                                                          ("nq_test-7", "search", ["Rome"])]
   msgs = [str(p) for p in rep.problems]
   for line, fld in [(3, "question"), (4, "golden_answers"), (5, "question"), (6, "<json>")]:
     assert any(m.startswith(f"{path}:{line}:{fld}:") for m in msgs), (line, fld, msgs)
-  assert rep.accepted == 2 and rep.rejected == 4
+  assert rep.accepted == 3 and rep.rejected == 4
 
 
 def test_math_adapter_jsonl_and_json(tmp_path):
@@ -119,18 +121,27 @@ def test_math_adapter_jsonl_and_json(tmp_path):
   jl.write_text("\n".join([json.dumps({"problem": "p1", "answer": 42}),
                            json.dumps({"Problem": "p2", "Answer": "070", "ID": "2024-I-2"}),
                            json.dumps({"question": "p3", "answer": "3/4"}),
-                           json.dumps({"problem": "p4", "answer": 1000})]) + "\n")
+                           json.dumps({"problem": "p4", "answer": 1000}),
+                           json.dumps({"problem": "p5", "answer": True}),    # JSON true is no integer
+                           json.dumps({"problem": "p6", "answer": "-5"})]) + "\n")  # an integer, out of range
   tasks, rep = read_math(jl)
   assert [(t.id, t.question, t.answers) for t in tasks] == [("aime-1", "p1", ["42"]),
                                                             ("2024-I-2", "p2", ["70"])]
-  assert {(p.line, p.field, p.kind) for p in rep.problems} == {(3, "answer", "type"),
-                                                               (4, "answer", "range")}
+  assert {(p.line, p.field, p.kind) for p in rep.problems} == {(3, "answer", "type"), (4, "answer", "range"),
+                                                               (5, "answer", "type"), (6, "answer", "range")}
   js = tmp_path / "aime25.json"
   js.write_text('[\n  {"question": "a", "answer": "7"},\n  {"question": "b"},\n'
                 '  {"question": "c", "answer": 12}\n]\n')
   tasks, rep = read_math(js)
   assert [t.answers for t in tasks] == [["7"], ["12"]] and all(t.domain == "math" for t in tasks)
   assert [str(p).split(": ")[0] for p in rep.problems] == [f"{js}:3:answer"]
+  # a byte-order mark before the array, and the {"data": [...]} wrapper some dumps use
+  bom = tmp_path / "bom.json"
+  bom.write_bytes("\ufeff".encode() + b'[{"question": "a", "answer": "7"}]')
+  wrapped = tmp_path / "wrapped.json"
+  wrapped.write_text(json.dumps({"data": [{"problem": "a", "answer": 8}, {"problem": "b", "answer": 9}]}))
+  assert [t.answers for t in read_math(bom)[0]] == [["7"]]
+  assert [t.answers for t in read_math(wrapped)[0]] == [["8"], ["9"]]
 
 
 def _set(path, value):

@@ -11,10 +11,10 @@ import pytest
 
 from foresight_jax.data.generate import GenConfig, generate, measure_throughput
 from foresight_jax.data.math_tasks import FAMILIES, calc, rollout_math, sample_math_task
-from foresight_jax.data.policies import NOISE, rollout_search
+from foresight_jax.data.policies import NOISE, Noise, noise_from_meta, rollout_search
 from foresight_jax.data.schema import Trajectory, validate_record
 from foresight_jax.data.scoring import exact_match, extract_boxed, math_match, normalize_answer
-from foresight_jax.data.world import (World, extract_objects, format_docs, split_docs)
+from foresight_jax.data.world import (World, doc_titles, extract_objects, format_docs, split_docs)
 
 _DIGEST = ("from foresight_jax.data.generate import GenConfig, generate;import hashlib;"
            "print(hashlib.sha256(''.join(t.dumps() for t in generate(GenConfig(seed=3), 60))"
@@ -142,6 +142,37 @@ def test_questions_answerable_by_expert_noisy_lower(world, hops):
   assert acc["expert"] >= 0.95 and acc["heavy"] < acc["mild"] <= acc["expert"]
   expert = rollout_search(world, tasks[0], "expert")
   assert [s.action.tool for s in expert.steps] == ["search"] * hops + ["answer"]
+
+
+def test_search_policy_stops_retries_is_forced_and_misanswers_as_documented(world):
+  """policies.SearchPolicy's rules one by one: stop_early answers with the entity resolved so far,
+  so never before the first hop; a failed extraction is retried once with the bare name; the last
+  allowed step answers; wrong_answer never names the right entity. And a trajectory's recorded
+  noise (a dict in meta, unknown keys ignored) is what branching replays."""
+  rng = random.Random(5)
+  for i in range(10):
+    t = world.sample_question(rng, 2, f"early-{i}")
+    tr = rollout_search(world, t, Noise(stop_early=1.0))
+    assert [s.action.tool for s in tr.steps] == ["search", "answer"], [s.action for s in tr.steps]
+    assert tr.steps[-1].action.arg == t.meta["path"][1]
+  # an observation that never states the object: one retry with the bare name, then an answer
+  t = world.sample_question(rng, 2, "no-luck")
+  tr = rollout_search(world, t, "expert", search_fn=lambda q, k: [("Elsewhere", "Nothing to see here.")])
+  assert [s.action.tool for s in tr.steps] == ["search", "search", "answer"]
+  assert tr.steps[1].action.arg == t.meta["start"] == tr.steps[2].action.arg
+  # out of steps: the last step is forced to answer with what is known by then
+  t = world.sample_question(rng, 3, "short")
+  tr = rollout_search(world, t, "expert", max_steps=2)
+  assert [s.action.tool for s in tr.steps] == ["search", "answer"] and tr.steps[-1].action.arg == t.meta["path"][1]
+  # wrong_answer picks another title of the last observation, never the right entity
+  for i in range(10):
+    t = world.sample_question(rng, 1, f"wrong-{i}")
+    tr = rollout_search(world, t, Noise(wrong_answer=1.0))
+    others = [x for x in doc_titles(tr.steps[-2].observation) if x != t.answers[0]]
+    assert (tr.score == 0.0) == bool(others), (tr.steps[-1].action, others)
+  assert noise_from_meta({"noise": {"misread": 0.3, "retired_knob": 1}}) == Noise(misread=0.3)
+  assert noise_from_meta({"noise": "heavy"}) == NOISE["heavy"] and noise_from_meta(None) == NOISE["mild"]
+  assert noise_from_meta({}, default="expert") == NOISE["expert"]
 
 
 def test_math_tasks_and_solvers():

@@ -164,6 +164,10 @@ def test_restatement_threshold_and_what_is_not_checked():
   assert T.words_beyond_action(predicts.steps[0], predicts.spec) == ["born", "varnholm"]
   assert _reasons(predicts, min_content_tokens=2) == []
   assert _reasons(predicts, min_content_tokens=3) == [(1, "restates_action")]
+  # the tool call taken counts as said, also where the rollout's own action names less of it
+  called = _one([(block("search", "Ilsa Vorn birthplace", "Ilsa Vorn birthplace", 0.5, 'search "Ilsa Vorn"'), OBS)])
+  assert T.words_beyond_action(called.steps[0], called.spec) == []
+  assert _reasons(called) == [(1, "restates_action")]
   # a computed number is a prediction (digits count here), and a bare number is not "ungrounded"
   calc = _one([(block("calc", "6 * 7", "42", 0.9), "42")])
   assert _reasons(calc) == []
@@ -195,14 +199,20 @@ def test_theater_summary_rates_and_receipts():
           + episode("theater", [(block("search", "Ilsa Vorn birthplace", "Ilsa Vorn birthplace", 0.9), OBS),
                                 (block("search", "Brelland", "Brelland Harbor", 0.9), OBS),
                                 ("<answer> Brelland </answer>", None)], "Brelland"))
+  # a turn that both restates its action and is confidently ungrounded, in an episode that succeeds
+  recs += episode("both", [(block("search", "Brelland", "Brelland", 0.9), OBS), ("<answer> Varnholm </answer>", None)],
+                  "Varnholm")
   s = T.theater_summary(recs)["A"]
-  assert (s["n_checked_turns"], s["n_flagged_turns"]) == (3, 2)
-  assert s["turn_rate"] == pytest.approx(2 / 3)
-  assert (s["n_episodes"], s["n_flagged_episodes"], s["episode_rate"], s["any_rate"]) == (2, 1, 0.5, 0.5)
+  assert (s["n_checked_turns"], s["n_flagged_turns"]) == (4, 3)  # the turn flagged twice counts once
+  assert s["turn_rate"] == pytest.approx(3 / 4)
+  # any_rate: "theater" (turn and episode flags) and "both" (turn flags only) of three episodes
+  assert (s["n_episodes"], s["n_flagged_episodes"]) == (3, 1)
+  assert (s["episode_rate"], s["any_rate"]) == pytest.approx((1 / 3, 2 / 3))
   assert {(f["task_id"], f["step"], f["reason"]) for f in s["flagged"]} == {
       ("theater", 1, "restates_action"), ("theater", 2, "confident_ungrounded"),
-      ("theater", None, "confident_through_failure")}
-  assert all(f["episode"] == 1 for f in s["flagged"])
+      ("theater", None, "confident_through_failure"),
+      ("both", 1, "restates_action"), ("both", 1, "confident_ungrounded")}
+  assert all(f["episode"] == {"theater": 1, "both": 2}[f["task_id"]] for f in s["flagged"])
 
 
 def test_thresholds_come_from_the_config_file():

@@ -41,6 +41,21 @@ def test_param_count_equals_materialised_sizes(name):
   assert flops > 6 * config_lib.param_count(cfg, include_embeddings=False)
 
 
+@pytest.mark.parametrize("name,want", [
+    # tiny: matmul params 74,048 + the LM head 64 x 512 = 32,768 -> 6 x 106,816 = 640,896; attention at
+    # seq 128, QK^T and PV: 2 x 128 x (4 heads x 2 x 16) a layer forward, halved (causal), x 2 layers =
+    # 32,768, x 3 (fwd + bwd) = 98,304
+    ("tiny", 640_896 + 98_304),
+    # tiny_mla (tied: the head is still a matmul): 6 x (75,168 + 32,768) = 647,616; attention
+    # 2 x 128 x 4 x (qk 24 + v 16) x 2 / 2 = 40,960, x 3 = 122,880
+    ("tiny_mla", 647_616 + 122_880),
+])
+def test_train_flops_per_token_by_hand(name, want):
+  """The FLOP count every MFU figure divides by: 6 x (matmul params + the LM head, counted once
+  whether tied or not) + 3 x causal attention (PaLM / MaxText convention)."""
+  assert config_lib.train_flops_per_token(presets.model_config(name), 128) == want
+
+
 @pytest.mark.parametrize("std", [0.02, 0.08])
 def test_init_std_follows_initializer_range(std):
   """Every normal weight has std initializer_range (truncated at 2 sigma: x 0.88), the residual-branch
@@ -53,6 +68,20 @@ def test_init_std_follows_initializer_range(std):
                      (p["layers"]["attn"]["o"], branch), (p["layers"]["mlp"]["down"], branch)]:
     assert float(jnp.std(leaf)) == pytest.approx(want * trunc, rel=0.05)
   assert bool(jnp.all(p["final_norm"] == 1.0))
+
+
+def test_each_tensor_draws_its_own_values_whatever_else_the_tree_holds():
+  """Each tensor's key is folded from its path: tensors of one shape (gate and up, k and v) are not
+  copies of each other, and a tensor's values do not depend on which other tensors exist."""
+  cfg = presets.model_config("tiny")
+  p = params_lib.init_params(cfg, jax.random.key(0))
+  for a, b in [("mlp", "gate"), ("mlp", "up")], [("attn", "k"), ("attn", "v")]:
+    x, y = p["layers"][a[0]][a[1]], p["layers"][b[0]][b[1]]
+    assert x.shape == y.shape and abs(float(jnp.corrcoef(x.ravel(), y.ravel())[0, 1])) < 0.05
+  untied = params_lib.init_params(cfg.replace(tie_embeddings=not cfg.tie_embeddings), jax.random.key(0))
+  assert ("lm_head" in p) != ("lm_head" in untied)
+  np.testing.assert_array_equal(np.asarray(p["embed"]), np.asarray(untied["embed"]))
+  np.testing.assert_array_equal(np.asarray(p["layers"]["mlp"]["up"]), np.asarray(untied["layers"]["mlp"]["up"]))
 
 
 def test_scan_layers_default_resolves_per_backend():

@@ -211,15 +211,61 @@ def test_chunked_update_and_logprobs_are_the_one_pass_values(sp):
     return (ro, A.loss_and_grads(cfg, acfg4, params, ref, ro, adv), A.loss_and_grads(cfg, acfg1, params, ref, ro, adv),
             A.completion_logprobs(cfg, params, ro))
 
+  @jax.jit
+  def ragged_losses_and_ref_logp(params, ref, ro, ragged):
+    """Both aggregations, 4 chunks and 1, on the rows cut to unequal lengths (chunk j = rows j::4
+    then holds 8, 24, 40 or 56 tokens, so a chunk must count by its tokens or rows, not 1/4)."""
+    c = {(agg, n): A.ArithConfig(max_new_tokens=8, update_chunks=n, aggregation=agg)
+         for agg in ("token_mean", "sequence_mean") for n in (4, 1)}
+    return ({k: A.loss_and_grads(cfg, a, params, ref, ragged, adv)[0] for k, a in c.items()},
+            A.completion_logprobs(cfg, ref, ro))
+
   ro, (l4, a4, g4), (l1, a1, g1), logp = jax.device_get(run(params, ref, jax.random.key(7)))
   np.testing.assert_allclose(l4, l1, rtol=1e-5, atol=1e-8)
   for k in ("kl", "clip_fraction", "trained_tokens"):
     np.testing.assert_allclose(a4[k], a1[k], rtol=1e-5, atol=1e-8)
   for x, y in zip(jax.tree.leaves(g4), jax.tree.leaves(g1)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7)
+  # row r is prompt r // G (what the rewards and the group advantages assume)
+  np.testing.assert_array_equal(ro.tokens[:, :ro.prompt_width], np.repeat(np.asarray(b.prompts), 4, axis=0))
   gen = ro.kind[:, ro.prompt_width:] == KIND_GEN
   assert gen.sum() > 200
   np.testing.assert_allclose(np.where(gen, logp, 0.0), ro.logprobs, atol=2e-4)
+  # the KL metric against the reference, by hand: the mean k3 over the sampled tokens
+  cols = np.arange(gen.shape[1])[None]
+  keep = 1 + 2 * (np.arange(gen.shape[0]) % 4)[:, None]  # 1, 3, 5, 7 tokens by row
+  kind = np.asarray(ro.kind).copy()
+  kind[:, ro.prompt_width:] = np.where(gen & (cols < keep), KIND_GEN, KIND_PAD)
+  losses, ref_logp = jax.device_get(ragged_losses_and_ref_logp(params, ref, ro, ro.replace(kind=jnp.asarray(kind))))
+  for agg in ("token_mean", "sequence_mean"):
+    np.testing.assert_allclose(losses[agg, 4], losses[agg, 1], rtol=1e-5, atol=1e-8, err_msg=agg)
+  # the KL metric against the reference, by hand: the mean k3 over the sampled tokens
+  d = (ref_logp - logp)[gen]
+  assert float(a1["kl"]) == pytest.approx(float(np.mean(np.exp(d) - d - 1)), rel=1e-4) and float(a1["kl"]) > 0
+
+
+def test_completion_tokens_and_advantages_are_the_peers(easy_run):
+  """Tokens before EOS (EOS itself excluded, as Tunix counts them; all T of a row that never
+  stopped), and advantages normalised within each prompt's group of G = 4 rows."""
+  for m in easy_run["metrics"][:6]:
+    comp = [list(c) for c in np.asarray(m["completion"])]
+    assert int(m["completion_tokens"]) == sum(c.index(AT.EOS_ID) if AT.EOS_ID in c else len(c) for c in comp)
+    r = np.asarray(m["rewards"]).reshape(-1, 4)
+    adv = (r - r.mean(1, keepdims=True)) / (r.std(1, keepdims=True) + 1e-4)
+    assert float(m["adv_abs"]) == pytest.approx(float(np.abs(adv).mean()), rel=1e-5, abs=1e-7)
+
+
+def test_each_step_samples_with_a_fresh_key_even_where_the_params_stay(sp, table):
+  """At learning rate 0 the params do not move, so only the key can make two steps on the same
+  prompts sample differently (Tunix reuses one key: its samples would repeat)."""
+  cfg = AT.model_config(num_layers=1)
+  tx, schedule = A.optimizer(0.0)
+  state = A.init_state(cfg, tx, seed=1)
+  step = A.make_step(cfg, A.ArithConfig(max_new_tokens=8), tx, schedule)
+  b = AT.encode_batch(sp, AT.make_batches(8, 1, seed=1)[0], 16)
+  state, m0 = step(state, b, table)
+  state, m1 = step(state, b, table)
+  assert (np.asarray(m0["completion"]) != np.asarray(m1["completion"])).any(axis=1).mean() > 0.9
 
 
 @pytest.mark.slow

@@ -101,9 +101,12 @@ def test_fused_decode_projections_equal_the_declared_ones(name, overrides):
   gate/up each concatenated into one matmul) gives the same prefill and decode logits."""
   cfg = presets.model_config(name, **overrides)
   params = params_lib.init_params(cfg, jax.random.key(3))
-  # biases start at zero: shift them so the fused bias is checked too
-  params = jax.tree_util.tree_map_with_path(
-      lambda path, x: x + 0.1 if "bias" in jax.tree_util.keystr(path) else x, params)
+  # biases start at zero: give each its own random values so the fused bias, and the q/k/v order
+  # inside it, is checked too (one shared shift would hide k and v swapped)
+  leaves, tree = jax.tree_util.tree_flatten_with_path(params)
+  params = jax.tree_util.tree_unflatten(tree, [
+      x + 0.1 * jax.random.normal(jax.random.key(i), x.shape, x.dtype) if "bias" in jax.tree_util.keystr(path) else x
+      for i, (path, x) in enumerate(leaves)])
   fused = transformer.decode_params(cfg.replace(decode_fusion=True), params)
   assert "qkv" not in transformer.decode_params(cfg.replace(decode_fusion=False), params)["layers"][0]["attn"]
   lp, key = fused["layers"][0], "q_kv_a" if cfg.is_mla else "qkv"

@@ -146,6 +146,18 @@ def test_state_shardings_follow_logical_rules():
   assert st2.params["embed"].sharding.spec == want["embed"].spec
 
 
+def test_mesh_rules_split_batch_and_vocab_and_replicate_what_does_not_divide():
+  """The rules table as sharding.py states it: rows over data and fsdp together, the vocabulary over
+  tensor; a dimension a mesh axis does not divide (9 heads on tensor = 2) is replicated, not an error."""
+  P = jax.sharding.PartitionSpec
+  mesh = sharding.make_mesh(2, 2, 2)
+  assert sharding.logical_sharding(mesh, ("batch", "seq"), (8, 16)).spec == P(("data", "fsdp"), None)
+  assert sharding.logical_sharding(mesh, ("vocab", "embed"), (512, 64)).spec == P("tensor", "fsdp")
+  assert sharding.logical_sharding(mesh, ("embed", "heads", "head_dim"), (64, 9, 16)).spec == P("fsdp", None, None)
+  with pytest.raises(ValueError, match="at most one mesh axis may be -1"):
+    sharding.make_mesh(data=-1, fsdp=-1)
+
+
 # ------------------------------------------------------------------------------------------- step
 def test_grad_accumulation_equals_one_big_batch():
   params = params_lib.init_params(CFG, jax.random.key(0))
@@ -429,3 +441,48 @@ def test_loop_times_each_step_itself_when_the_call_runs_it(tmp_path, with_eval):
   # no eval precedes it and the lower bound alone catches the bug's 0.10 there.
   slack = np.asarray([0.5, 0.12, 0.12, 0.12])
   assert np.all(got >= want - 0.005) and np.all(got <= want + slack), got
+
+
+def _tensorboard_events(path: str) -> list:
+  """The Event protos of one TFRecord event file (length, its CRC, the record, its CRC)."""
+  import struct
+  from tensorboardX.proto.event_pb2 import Event
+  out, raw, pos = [], open(path, "rb").read(), 0
+  while pos < len(raw):
+    (n,) = struct.unpack("<Q", raw[pos:pos + 8])
+    out.append(Event.FromString(raw[pos + 12:pos + 12 + n]))
+    pos += 12 + n + 4
+  return out
+
+
+def test_metrics_writer_on_resume_cuts_the_jsonl_and_purges_tensorboard(tmp_path):
+  """A writer restarted from step 2 keeps metrics.jsonl's lines up to step 2 (a line torn by the
+  kill dropped too) and writes TensorBoard's purge marker at step 3, so events the killed run wrote
+  past the checkpoint are hidden; ints and bools stay JSON integers, floats floats."""
+  from tensorboardX.proto.event_pb2 import SessionLog
+  from foresight_jax.train import metrics
+  w = metrics.MetricsWriter(str(tmp_path))
+  for s in (1, 2, 3, 4):
+    w.write({"step": s, "loss": np.float32(1.0 / s), "skipped": np.bool_(False), "tokens": np.int32(8)})
+  w.close()
+  with open(tmp_path / "metrics.jsonl", "a") as fh:
+    fh.write('{"step": 5, "lo')  # torn by a kill mid-write
+  w = metrics.MetricsWriter(str(tmp_path), start_step=2)
+  w.write({"step": 3, "loss": 0.25, "skipped": np.bool_(True), "tokens": 8})
+  w.close()
+  recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [(r["step"], r["skipped"]) for r in recs] == [(1, 0), (2, 0), (3, 1)]
+  assert all(type(r["skipped"]) is int and type(r["tokens"]) is int and type(r["loss"]) is float for r in recs)
+  # (two writers within one second share an event file's name: read whatever files there are)
+  events = [e for n in sorted(os.listdir(tmp_path / "tb")) for e in _tensorboard_events(str(tmp_path / "tb" / n))]
+  assert any(e.step == 3 and e.session_log.status == SessionLog.START for e in events)
+  assert (3, "train/loss") in [(e.step, v.tag) for e in events for v in e.summary.value]
+
+
+def test_mesh_peak_is_the_configured_figure_per_device_or_one_cpu_measurement():
+  """A configured (or vendor) per-device peak counts once per device; the CPU's measured matmul is
+  not multiplied: forced host devices share the same cores."""
+  from foresight_jax.train import metrics
+  assert metrics.peak_flops_total(4, 2e12) == 8e12
+  if jax.default_backend() == "cpu":
+    assert metrics.peak_flops_total(8) == metrics.measure_peak_flops()

