@@ -659,6 +659,38 @@ MUTANTS += [
     ("shd_every_host_first_rows", SHD, "return slice(i * per, (i + 1) * per)", "return slice(0, per)"),
 ]
 
+# group 34 (twentieth session): the stage config's value checks (each error names its key)
+CF = "foresight_jax/train/stages_config.py"
+MUTANTS += [
+    ("cf_forecast_noise_unchecked", CF, '_need(0.0 <= d.forecast_noise <= 1.0, "data.forecast_noise"', '_need(True, "data.forecast_noise"'),
+    ("cf_slip_rate_unchecked", CF, '_need(0.0 <= d.slip_rate <= 1.0, "data.slip_rate"', '_need(True, "data.slip_rate"'),
+    ("cf_eval_fraction_one_ok", CF, "_need(0.0 <= d.eval_fraction < 1.0,", "_need(0.0 <= d.eval_fraction <= 1.0,"),
+    ("cf_seq_len_one_ok", CF, '_need(d.seq_len >= 2, "data.seq_len"', '_need(d.seq_len >= 1, "data.seq_len"'),
+    ("cf_group_of_one_ok", CF, '_need(r.group_size >= 2, "rl.group_size"', '_need(r.group_size >= 1, "rl.group_size"'),
+    ("cf_too_few_tasks_ok", CF, '_need(r.tasks >= r.prompts_per_step, "rl.tasks"', '_need(True, "rl.tasks"'),
+    ("cf_hops_unbounded", CF, "all(isinstance(h, int) and 1 <= h <= 6 for h in r.hops)", "all(isinstance(h, int) and 1 <= h for h in r.hops)"),
+    ("cf_temperature_zero_ok", CF, '_need(r.temperature > 0, "rl.temperature"', '_need(r.temperature >= 0, "rl.temperature"'),
+    ("cf_search_url_with_device_tool", CF, '_need(not r.search_url or r.tool == "host", "rl.search_url"', '_need(True, "rl.search_url"'),
+    ("cf_aggregation_unchecked", CF, '_need(r.aggregation in LOSS_AGGREGATIONS, "rl.aggregation"', '_need(True, "rl.aggregation"'),
+    ("cf_small_vocab_ok", CF, "_need(d.vocab_size >= 300,", "_need(d.vocab_size >= 0,"),
+    ("cf_tokenizer_path_unchecked", CF, '_need(os.path.exists(d.tokenizer), "data.tokenizer"', '_need(True, "data.tokenizer"'),
+    ("cf_init_from_any_file", CF, '_need(path.endswith((".gguf", ".safetensors")), "model.init_from"', '_need(True, "model.init_from"'),
+]
+
+# group 35 (twentieth session): the comparison table (which way is better, the best marks, what is unmeasured)
+RP = "foresight_jax/evals/report.py"
+MUTANTS += [
+    ("rp_brier_higher_better", RP, 'Column("brier", "Brier", "lower"),', 'Column("brier", "Brier", "higher"),'),
+    ("rp_skill_lower_better", RP, 'Column("brier_skill", "skill", "higher", ".3f"),', 'Column("brier_skill", "skill", "lower", ".3f"),'),
+    ("rp_best_always_max", RP, 'target = (min if c.better == "lower" else max)(v for v, _ in vals)', "target = max(v for v, _ in vals)"),
+    ("rp_tie_first_only", RP, "best[c.key] = [n for v, n in vals if v == target]", "best[c.key] = [next(n for v, n in vals if v == target)]"),
+    ("rp_nan_printed", RP, "if v is None or (isinstance(v, float) and math.isnan(v)):", "if v is None:"),
+    ("rp_single_run_marked", RP, "best = best_runs(rows, columns) if mark_best and len(rows) > 1 else {}", "best = best_runs(rows, columns) if mark_best else {}"),
+    ("rp_verdict_flipped", RP, 'verdict = "separated" if separated(d) else', 'verdict = "separated" if not separated(d) else'),
+    ("rp_nan_in_json", RP, "  if isinstance(o, float) and not math.isfinite(o):\n    return None\n", ""),
+    ("rp_counts_marked", RP, "if c.better and r[c.key] is not None and not math.isnan(r[c.key])]", "if r[c.key] is not None and not math.isnan(r[c.key])]"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
@@ -720,6 +752,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          RS: ["tests/test_data_real_sources.py", "tests/test_eval_suites.py", "tests/test_data_tfds_builders.py",
               "tests/test_rl_device_search.py", "tests/test_retrieval_bm25.py"],
          AR: ["tests/test_rl_arith.py"],
+         RP: ["tests/test_evals.py", "tests/test_evals_model.py", "tests/test_demo.py"],
+         CF: ["tests/test_train_stages.py", "tests/test_rl_train.py", "tests/test_train_stages_run.py"],
          JJ: ["tests/test_tokenizer.py", "tests/test_train_stages.py"],
          MC: ["tests/test_model.py", "tests/test_rl_step.py", "tests/test_train.py"],
          SHD: ["tests/test_train.py", "tests/test_model.py", "tests/test_train_multihost.py", "tests/test_checkpoint_parity.py"],

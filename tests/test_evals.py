@@ -317,5 +317,14 @@ def test_report_table_and_json(tmp_path):
   assert data["metrics"]["WM-AMT+FE-SFT"]["n_grounded"] == 15
   assert (tmp_path / "cmp.txt").read_text().strip() == text
   nan = dict(b, held_out_loss=float("nan"))
-  report.write_comparison({"x": nan}, tmp_path / "nan.json")
+  one = report.write_comparison({"x": nan}, tmp_path / "nan.json")
   assert json.loads((tmp_path / "nan.json").read_text())["rows"][0]["held_out_loss"] is None
+  # an unmeasured (NaN) figure prints a dash, and one run alone has nothing to be best against
+  assert "nan" not in one.lower() and "*" not in one and one.splitlines()[2].split()[1] == "-"
+  # skill: higher is better; a tie marks every run that holds it; counts are never marked
+  c = dict(a.to_dict(), brier_skill=0.25, format_turn=0.96)
+  d = dict(b, brier_skill=-0.5, format_turn=0.96)
+  rows = report.format_table({"c": c, "d": d}).splitlines()
+  assert "0.250*" in rows[2] and "-0.500*" not in rows[3]
+  assert "0.960*" in rows[2] and "0.960*" in rows[3]
+  assert rows[2].split()[-2:] == rows[3].split()[-2:] == ["10", "25"]  # episodes, estimates: equal, unmarked

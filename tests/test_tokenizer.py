@@ -482,7 +482,7 @@ STRESS_JINJA = """{{- bos_token -}}
     {% endif %}
     {% if m.role == 'system' and not loop.first %}{% continue %}{% endif %}
     {% if m.role == 'user' %}{% set ns.users = ns.users + 1 %}{% endif %}
-<|im_start|>{{ m.role }}
+<|im_start|>{{ m.role }}{% if m.name is defined %} name={{ m.name }}{% endif %}
     {% if m.role == 'assistant' %}
         {% generation %}
 {% if m.reasoning_content is defined %}<think>{{ m.reasoning_content }}</think>
@@ -502,7 +502,7 @@ STRESS_JINJA = """{{- bos_token -}}
 
     {% endif %}
 {% endif %}
-{{ '<!-- users=' ~ ns.users ~ ' year=' ~ strftime_now('%Y') ~ ' ' ~ ({'html': '<a&b>', 'é': 1} | tojson) ~ ' -->' }}
+{{ '<!-- users=' ~ ns.users ~ ' year=' ~ strftime_now('%Y') ~ ' ' ~ ({'html': '<a&b>', 'é': 1} | tojson) ~ ({'b': 1, 'a': [2]} | tojson(sort_keys=true, separators=[',', ':'])) ~ ' -->' }}
 {{ eos_token }}"""
 
 TOOLS = [{"type": "function", "function": {
@@ -570,7 +570,9 @@ def test_template_features_match_transformers(chatml_dir, tmp_path):
   cases = [(FORESIGHT_CHAT, {}), (FORESIGHT_CHAT, {"tools": TOOLS}), (MESSAGES, {"enable_thinking": False}),
            (MESSAGES, {"enable_thinking": True}), (WITH_SYSTEM + [WITH_SYSTEM[0]], {}),
            (MESSAGES[:1] + [{"role": "tool", "content": "STOP"}] + MESSAGES, {}),
-           (FORESIGHT_CHAT[:2] + reasoning, {}), ([{"role": "user", "content": "a", "name": None}], {})]
+           (FORESIGHT_CHAT[:2] + reasoning, {}), ([{"role": "user", "content": "a", "name": None}], {}),
+           ([{"role": "user", "content": "a", "name": "Ann"}], {}),
+           (MESSAGES, {"eos_token": "<|im_start|>"})]  # a caller's variable wins over the special token
   for msgs, kw in cases:
     for gen in (True, False):
       got = tok.apply_chat_template(msgs, gen, **kw)
@@ -586,6 +588,13 @@ def test_template_features_match_transformers(chatml_dir, tmp_path):
   evil = _template_dir(chatml_dir, tmp_path / "evil", "{{ messages.__class__.__mro__ }}")
   with pytest.raises(jinja2.exceptions.SecurityError):
     Tokenizer.load(evil).apply_chat_template(MESSAGES)
+  # nor store underscore-prefixed names on a namespace (transformers refuses them too)
+  for i, jinja in enumerate(["{% set ns = namespace(_x=1) %}ok", "{% set ns = namespace(a=1) %}{% set ns._b = 2 %}ok"]):
+    d = _template_dir(chatml_dir, tmp_path / f"underscore{i}", jinja)
+    with pytest.raises(jinja2.exceptions.SecurityError, match="underscore"):
+      Tokenizer.load(d).apply_chat_template(MESSAGES)
+    with pytest.raises(jinja2.exceptions.SecurityError):
+      _transformers().AutoTokenizer.from_pretrained(d).apply_chat_template(MESSAGES, tokenize=False)
   # built-in families take no template variables: nothing silently ignored
   with pytest.raises(ValueError, match="no template variables"):
     Tokenizer.load(chatml_dir, chat_template="chatml").apply_chat_template(MESSAGES, enable_thinking=False)

@@ -119,6 +119,31 @@ def test_bad_values_name_key(no_compute, override, match):
     stages.run(_cfg(WM + ":tiny", override))
 
 
+@pytest.mark.parametrize("stage,override,match", [
+    ("wm_amt", "data.forecast_noise=-0.1", r"data\.forecast_noise: must be in \[0, 1\]"),
+    ("wm_amt", "data.slip_rate=1.5", r"data\.slip_rate: must be in \[0, 1\]"),
+    ("wm_amt", "data.eval_fraction=1.0", r"data\.eval_fraction: must be in \[0, 1\)"),
+    ("wm_amt", "data.seq_len=1", r"data\.seq_len: must be >= 2"),
+    ("wm_amt", "data.vocab_size=299", r"data\.vocab_size: 299 is too small"),
+    ("wm_amt", "data.tokenizer='/nonexistent/tok.model'", r"data\.tokenizer: '/nonexistent/tok\.model' does not exist"),
+    ("wm_amt", "model.init_from='configs/wm_amt.py'", r"model\.init_from: .* neither an HF checkpoint directory"),
+    ("fc_rl", "rl.group_size=1", r"rl\.group_size: must be >= 2"),
+    ("fc_rl", "rl.tasks=3", r"rl\.tasks: 3 tasks cannot fill rl\.prompts_per_step=4"),
+    ("fc_rl", "rl.hops=(1, 7)", r"rl\.hops: must be hop counts in 1\.\.6"),
+    ("fc_rl", "rl.temperature=0.0", r"rl\.temperature: must be > 0"),
+    ("fc_rl", "rl.search_url='http://127.0.0.1:8000/retrieve'", r"rl\.search_url: is only used with rl\.tool='host'"),
+    ("fc_rl", "rl.aggregation='token_sum'", r"rl\.aggregation: 'token_sum' not in"),
+])
+def test_each_bad_value_is_refused_naming_its_key(stage, override, match, monkeypatch):
+  """The config checks one value at a time, at its edge: the stage's own config passes, the same
+  config with one value just outside its range fails, naming that key."""
+  monkeypatch.chdir(ROOT)  # relative paths (the init_from case) are read from the repository root
+  spec = os.path.join(ROOT, "configs", f"{stage}.py:tiny")
+  stages_config.check(_cfg(spec))
+  with pytest.raises(ConfigError, match=match):
+    stages_config.check(_cfg(spec, override))
+
+
 def test_data_paths_errors_name_path(tmp_path, no_compute):
   missing = tmp_path / "missing.jsonl"
   with pytest.raises(ConfigError, match=rf"data\.paths: '{missing}' does not exist"):
