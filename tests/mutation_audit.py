@@ -691,6 +691,28 @@ MUTANTS += [
     ("rp_counts_marked", RP, "if c.better and r[c.key] is not None and not math.isnan(r[c.key])]", "if r[c.key] is not None and not math.isnan(r[c.key])]"),
 ]
 
+# group 36 (twentieth session): synthetic trajectory generation, and what a tokenizer directory's files say
+GE, LD = "foresight_jax/data/generate.py", "foresight_jax/tokenizer/loaders.py"
+MUTANTS += [
+    ("ge_shards_restart", GE, 'rng = random.Random(f"gen:{cfg.seed}:{i}")', 'rng = random.Random(f"gen:{cfg.seed}:{i - start}")'),
+    ("ge_worlds_ignore_seed", GE, "return [World(cfg.seed * 1000 + w, cfg.world) for w in range(cfg.n_worlds)]",
+     "return [World(w, cfg.world) for w in range(cfg.n_worlds)]"),
+    ("ge_math_fraction_flipped", GE, "if rng.random() < cfg.math_fraction:", "if rng.random() >= cfg.math_fraction:"),
+    ("ge_policies_unweighted", GE, "policy = rng.choices(names, weights)[0]", "policy = rng.choice(names)"),
+    ("ge_search_fn_dropped", GE, "yield rollout_search(world, task, policy, seed=cfg.seed, search_fn=search_fn)",
+     "yield rollout_search(world, task, policy, seed=cfg.seed)"),
+    ("ld_null_config_overrides_map", LD, "cfg.update({k: v for k, v in _read_json(tc).items() if v is not None or k not in cfg})",
+     "cfg.update(_read_json(tc))"),
+    ("ld_json_template_overrides", LD, 'elif os.path.isfile(json_file) and not cfg.get("chat_template"):', "elif os.path.isfile(json_file):"),
+    ("ld_first_named_template", LD, 'value = named.get("default", next(iter(named.values()), None))', "value = next(iter(named.values()), None)"),
+    ("ld_generation_eos_dropped", LD, 'eos_ids=[eos] + extra_eos + cfg.get("_generation_eos_ids", []),', "eos_ids=[eos] + extra_eos,"),
+    ("ld_content_dict_ignored", LD, '  if isinstance(value, dict):\n    value = value.get("content")\n', ""),
+    ("ld_unknown_special_ignored", LD, '      raise ValueError(f"{source!r}: {name} {tok!r} from the tokenizer config is not in the vocabulary")',
+     "      return None"),
+    ("ld_first_of_two_ggufs", LD, "if len(ggufs) == 1:", "if ggufs:"),
+    ("ld_eos_guessed_over_config", LD, 'if eos is None and "eos_token" not in cfg:', "if eos is None:"),
+]
+
 _RL = ["tests/test_rl_grpo.py", "tests/test_rl_step.py", "tests/test_rl_arith.py"]
 _EVALS = ["tests/test_evals_bootstrap.py", "tests/test_evals.py", "tests/test_evals_audit.py"]
 TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_rl_train.py"],
@@ -752,6 +774,8 @@ TESTS = {G: _RL, RW: ["tests/test_rl_rewards.py"] + _RL, ST: _RL + ["tests/test_
          RS: ["tests/test_data_real_sources.py", "tests/test_eval_suites.py", "tests/test_data_tfds_builders.py",
               "tests/test_rl_device_search.py", "tests/test_retrieval_bm25.py"],
          AR: ["tests/test_rl_arith.py"],
+         GE: ["tests/test_data_world.py", "tests/test_data_foresight.py", "tests/test_data_tfds_builders.py", "tests/test_cli_data.py"],
+         LD: ["tests/test_tokenizer.py", "tests/test_smollm2_gguf.py", "tests/test_checkpoint_gguf.py"],
          RP: ["tests/test_evals.py", "tests/test_evals_model.py", "tests/test_demo.py"],
          CF: ["tests/test_train_stages.py", "tests/test_rl_train.py", "tests/test_train_stages_run.py"],
          JJ: ["tests/test_tokenizer.py", "tests/test_train_stages.py"],

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from foresight_jax.data.generate import GenConfig, generate, measure_throughput
+from foresight_jax.data.generate import GenConfig, generate, make_worlds, measure_throughput
 from foresight_jax.data.math_tasks import FAMILIES, calc, rollout_math, sample_math_task
 from foresight_jax.data.policies import NOISE, Noise, noise_from_meta, rollout_search
 from foresight_jax.data.schema import Trajectory, validate_record
@@ -38,6 +38,23 @@ def test_world_is_deterministic_per_seed():
   out = subprocess.run([sys.executable, "-c", _DIGEST], env=env, capture_output=True, text=True,
                        check=True)
   assert out.stdout.strip() == here
+
+
+def test_generation_shards_seeds_weights_and_retriever():
+  """generate's contract: trajectory i depends only on (seed, i), so shards concatenate to the
+  whole; world w of seed s is World(s * 1000 + w) (the RL tasks' worlds use the same seeds); the
+  policy weights are honoured; a search_fn replaces the world's own search."""
+  cfg = GenConfig(seed=6, n_worlds=2)
+  worlds = make_worlds(cfg)
+  assert [w.seed for w in worlds] == [6000, 6001]
+  whole = [t.dumps() for t in generate(cfg, 10, worlds=worlds)]
+  assert whole == ([t.dumps() for t in generate(cfg, 4, worlds=worlds)]
+                   + [t.dumps() for t in generate(cfg, 6, start=4, worlds=worlds)])
+  only = GenConfig(seed=6, n_worlds=2, math_fraction=0.0, policies={"expert": 1.0, "heavy": 0.0})
+  assert {t.meta["policy"] for t in generate(only, 20, worlds=worlds)} == {"expert"}
+  fixed = lambda q, k: [("Elsewhere", "Nothing to see here.")] * k  # noqa: E731
+  obs = [s.observation for t in generate(only, 5, worlds=worlds, search_fn=fixed) for s in t.steps if s.observation]
+  assert obs and all(o.startswith("Doc 1(Title: Elsewhere) Nothing to see here.") for o in obs)
 
 
 def test_search_returns_top3_in_exact_format(world):

@@ -600,6 +600,38 @@ def test_template_features_match_transformers(chatml_dir, tmp_path):
     Tokenizer.load(chatml_dir, chat_template="chatml").apply_chat_template(MESSAGES, enable_thinking=False)
 
 
+def test_directory_files_and_which_one_wins(chatml_dir, tmp_path):
+  """What a tokenizer directory's files say and which wins, as transformers reads them:
+  tokenizer_config.json over special_tokens_map.json except where it says null; a token spelled
+  {"content": ...}; the config's template over a chat_template.json, and "default" of a list of
+  named templates; generation_config.json's EOS ids added; an EOS the config sets to null is not
+  guessed from common spellings; a config token outside the vocabulary, or two GGUF files, is an
+  error that says so."""
+  def directory(name, files):
+    d = tmp_path / name
+    d.mkdir()
+    shutil.copy(os.path.join(chatml_dir, "tokenizer.json"), d)  # <|endoftext|> 0, <|im_start|> 1, <|im_end|> 2
+    for fn, obj in files.items():
+      (d / fn).write_text(json.dumps(obj))
+    return str(d)
+
+  tok = Tokenizer.load(directory("layers", {
+      "special_tokens_map.json": {"eos_token": "<|im_end|>", "pad_token": {"content": "<|endoftext|>"}},
+      "tokenizer_config.json": {"pad_token": None, "chat_template": [{"name": "tool_use", "template": "T"},
+                                                                     {"name": "default", "template": "D"}]},
+      "chat_template.json": {"chat_template": "J"}, "generation_config.json": {"eos_token_id": [2, 1]}}))
+  assert tok.pad_id == 0 and tok.eos_ids[:2] == (2, 1) and tok.jinja_template == "D"
+  assert Tokenizer.load(directory("null_eos", {"tokenizer_config.json": {"eos_token": None}})).eos_ids[0] == 2
+  with pytest.raises(ValueError, match=r"bos_token '<\|nope\|>' from the tokenizer config is not in the vocabulary"):
+    Tokenizer.load(directory("unknown", {"tokenizer_config.json": {"bos_token": "<|nope|>"}}))
+  two = tmp_path / "two_ggufs"
+  two.mkdir()
+  (two / "a.gguf").write_bytes(b"")
+  (two / "b.gguf").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"2 \.gguf files: pass one"):
+    Tokenizer.load(str(two))
+
+
 def test_template_fallbacks_when_the_checkpoint_has_none(sp_prefix, chatml_dir, tmp_path):
   # our sentencepiece tokenizers: the built-in plain template, exactly as before
   sp = Tokenizer.load(sp_prefix + ".model")
