@@ -447,7 +447,9 @@ def _tensorboard_events(path: str) -> list:
   """The Event protos of one TFRecord event file (length, its CRC, the record, its CRC)."""
   import struct
   from tensorboardX.proto.event_pb2 import Event
-  out, raw, pos = [], open(path, "rb").read(), 0
+  with open(path, "rb") as fh:
+    raw = fh.read()
+  out, pos = [], 0
   while pos < len(raw):
     (n,) = struct.unpack("<Q", raw[pos:pos + 8])
     out.append(Event.FromString(raw[pos + 12:pos + 12 + n]))
