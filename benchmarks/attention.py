@@ -2,8 +2,9 @@
 
 The same shapes as the attention peer (../shared/peers/attn_gpu.py): Qwen2.5-1.5B's GQA
 (`--shape 4,4096,12,2,128`) and Youtu-2B's MLA (`--shape 4,4096,16,16,192,128`: qk dim 192, v 128).
-`packed` runs pass two documents per row as segment ids (the trainer's packed batches), so the
-kernel applies the segment mask too. Prints one JSON line per kernel. GPU:
+`packed` runs pass `--docs` equal documents per row as segment ids (the trainer's packed batches),
+so the kernel applies the segment mask too; `--max-segments 2,4,16` times the ragged cuDNN path at
+each static documents-per-row size (one line each). Prints one JSON line per kernel. GPU:
   python benchmarks/attention.py --dtype bfloat16 --impls xla,cudnn
 """
 from __future__ import annotations
@@ -24,6 +25,10 @@ def main():
   ap.add_argument("--dtype", default="bfloat16")
   ap.add_argument("--impls", default="xla,cudnn")
   ap.add_argument("--min-time", type=float, default=2.0)
+  ap.add_argument("--docs", type=int, default=2, help="documents per packed row")
+  ap.add_argument("--max-segments", default=str(kernels.RAGGED_MAX_SEGMENTS),
+                  help="comma list of ModelConfig.ragged_max_segments values to time packed rows at")
+  ap.add_argument("--packed-only", action="store_true", help="skip the unpacked runs")
   args = ap.parse_args()
   dims = [int(x) for x in args.shape.split(",")]
   b, t, h, kh, d = dims[:5]
@@ -35,18 +40,20 @@ def main():
   v = jax.random.normal(ks[2], (b, t, kh, dv), dtype)
   slot = jnp.arange(t)
   flops = 3 * 2 * b * h * t * t * (d + dv) / 2  # fwd + bwd (2x fwd), causal half
+  docs = 1 + np.arange(t) * args.docs // t  # ids 1..docs, equal runs
+  runs = [(False, None)] * (not args.packed_only) + [(True, int(m)) for m in args.max_segments.split(",")]
   for impl in args.impls.split(","):
-    for packed in (False, True):
-      seg = jnp.asarray(np.repeat([[1] * (t // 2) + [2] * (t - t // 2)], b, 0) if packed else np.ones((b, t)),
-                        jnp.int32)
+    for packed, max_segments in runs:
+      seg = jnp.asarray(np.repeat(docs[None], b, 0) if packed else np.ones((b, t)), jnp.int32)
 
-      def loss(q, k, v, seg=seg, impl=impl, packed=packed):
+      def loss(q, k, v, seg=seg, impl=impl, packed=packed, m=max_segments):
         mask = layers.attention_mask(slot, slot, seg, seg)
-        o = kernels.self_attention(q, k, v, seg, mask, d ** -0.5, impl, packed)
+        o = kernels.self_attention(q, k, v, seg, mask, d ** -0.5, impl, packed, m)
         return o.astype(jnp.float32).sum()
 
       g = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
       rec = {"bench": "attention_fwd_bwd", "impl": kernels.resolve(impl, dtype), "packed": packed,
+             "docs": args.docs if packed else 1, "ragged_max_segments": max_segments,
              "shape": [b, t, h, kh, d, dv], "dtype": args.dtype}
       try:
         dt = common.timeit(lambda g=g: jax.block_until_ready(g(q, k, v)), args.min_time)

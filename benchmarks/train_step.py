@@ -38,6 +38,8 @@ def main():
   ap.add_argument("--layers", default="auto", choices=("auto", "scan", "unroll"),
                   help="ModelConfig.scan_layers: auto (None: unrolled on GPU, scanned elsewhere), scan, unroll")
   ap.add_argument("--packed", action="store_true", help="pass segment ids (two documents per row), as the trainer does")
+  ap.add_argument("--ragged-max-segments", type=int, default=None,
+                  help="ModelConfig.ragged_max_segments: documents per row on cuDNN's ragged path (default: the config's)")
   ap.add_argument("--loss-chunk-gib", type=float, default=None,
                   help="fp32 logits budget of one chunk of the chunked LM-head loss (default: losses.LOGITS_CHUNK_BYTES)")
   ap.add_argument("--profile", action="store_true",
@@ -57,7 +59,8 @@ def main():
   else:
     cfg, params, hf = common.load_both(args.preset, args.weights)
   cfg = cfg.replace(compute_dtype=args.dtype, remat_policy=args.remat, attention_impl=args.attention,
-                    param_dtype=args.param_dtype, scan_layers={"auto": None, "scan": True, "unroll": False}[args.layers])
+                    param_dtype=args.param_dtype, scan_layers={"auto": None, "scan": True, "unroll": False}[args.layers],
+                    **({"ragged_max_segments": args.ragged_max_segments} if args.ragged_max_segments else {}))
   params = jax.tree.map(lambda a: a.astype(args.param_dtype), params)
   tokens = rng.integers(0, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
   batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
@@ -107,6 +110,7 @@ def main():
          "ours_tflops": flops / t_ours / 1e12, "mfu_vs_measured_matmul": flops / t_ours / peak,
          "measured_matmul_tflops": peak / 1e12, "attention": kernels.resolve(args.attention, args.dtype),
          "remat": args.remat, "scan_layers": cfg.scanned, "plain_loss": args.plain_loss, "packed": args.packed,
+         "ragged_max_segments": cfg.ragged_max_segments,
          "loss_chunk_gib": args.loss_chunk_gib, "xla_flags": os.environ.get("XLA_FLAGS"),
          "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "rounds": len(times["ours"]),
          "peak_mem_gib": common.peak_memory_gib(), **common.device_info()}

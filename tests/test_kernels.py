@@ -45,7 +45,7 @@ def _documents(b, t, n):
   return jnp.asarray(seg)
 
 
-def _check(impl, b, t, h, kh, d, dv, dtype=jnp.float32, atol=1e-5, grad_rtol=1e-5, seg=None):
+def _check(impl, b, t, h, kh, d, dv, dtype=jnp.float32, atol=1e-5, grad_rtol=1e-5, seg=None, max_segments=None):
   q, k, v, ct = _qkv(b, t, h, kh, d, dv, dtype)
   seg = _segments(b, t) if seg is None else seg
   slot = jnp.arange(t)
@@ -58,7 +58,7 @@ def _check(impl, b, t, h, kh, d, dv, dtype=jnp.float32, atol=1e-5, grad_rtol=1e-
 
   ref_fn = lambda q, k, v: layers.dot_attention(q.astype(jnp.float32), k.astype(jnp.float32),
                                                 v.astype(jnp.float32), mask, scale)
-  fn = lambda q, k, v: kernels.self_attention(q, k, v, seg, mask, scale, impl, packed=True)
+  fn = lambda q, k, v: kernels.self_attention(q, k, v, seg, mask, scale, impl, True, max_segments)
   out, ref = jax.jit(fn)(q, k, v), ref_fn(q, k, v)
   assert out.shape == ref.shape
   np.testing.assert_allclose(np.asarray(out, np.float32) * real, np.asarray(ref) * real, atol=atol)
@@ -99,8 +99,20 @@ def test_cudnn_packed_rows_take_the_ragged_layout(shape):
   """The packed layout is really taken (not silently the mask path) for GQA and MLA."""
   b, t, h, kh, d, dv = SHAPES[shape]
   q, k, v, _ = _qkv(b, t, h, kh, d, dv, dtype=jnp.bfloat16)
-  out = kernels._cudnn_packed_or_none(q, k, v, _segments(b, t), d ** -0.5)
+  out = kernels._cudnn_packed_or_none(q, k, v, _segments(b, t), d ** -0.5, kernels.RAGGED_MAX_SEGMENTS)
   assert out is not None and out.shape == (b, t, h, dv)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN flash attention needs a GPU (run on the device)")
+@pytest.mark.parametrize("max_segments", [4, 5, 6])
+def test_cudnn_ragged_sized_to_the_documents(max_segments):
+  """`ragged_max_segments` at, above and below a row's 5 documents (below: the mask path)."""
+  seg = _documents(2, SHAPES["gqa"][1], 5)
+  _check("cudnn", *SHAPES["gqa"], dtype=jnp.bfloat16, atol=2e-2, grad_rtol=2e-2, seg=seg, max_segments=max_segments)
+  b, t, h, kh, d, dv = SHAPES["gqa"]
+  q, k, v, _ = _qkv(b, t, h, kh, d, dv, dtype=jnp.bfloat16)
+  fn = lambda q, k, v: kernels.self_attention(q, k, v, seg, None, d ** -0.5, "cudnn", True, max_segments)
+  assert f"i32[{b},{max_segments}]" in str(jax.make_jaxpr(fn)(q, k, v))  # the per-row lengths' static size
 
 
 def test_segment_runs_are_the_documents_of_each_row():

@@ -269,6 +269,8 @@ def test_mesh_errors_name_the_problem():
     presets.get("gpt5")
   with pytest.raises(ValueError, match="unknown model config keys"):
     presets.model_config("tiny", n_layers=3)
+  with pytest.raises(ValueError, match="ragged_max_segments=0"):
+    presets.model_config("tiny", ragged_max_segments=0)
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])

@@ -70,7 +70,7 @@ def gqa(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype, segm
 def _self_attention(cfg: ModelConfig, q, k, v, segments, mask, scale):
   """No-cache attention through the per-backend kernel; `segments` is (segment ids, packed)."""
   seg, packed = segments
-  return kernels.self_attention(q, k, v, seg, mask, scale, cfg.attention_impl, packed)
+  return kernels.self_attention(q, k, v, seg, mask, scale, cfg.attention_impl, packed, cfg.ragged_max_segments)
 
 
 def mla(cfg: ModelConfig, p, x, cos, sin, mask, cache, layer, index, dtype, segments=None):

@@ -59,6 +59,11 @@ class ModelConfig:
   # cuDNN's ragged layout; "cudnn_mask" passes them as a mask instead: slower, ~15 GiB less memory at
   # Youtu-2B seq 4096), splash on TPU, XLA on CPU
   attention_impl: str = "auto"
+  # cuDNN's ragged layout takes a static number of documents per packed row; a batch with a row of
+  # more takes the mask path for that step (kernels.py). jax's wrapper hands cuDNN rows x this many
+  # sequences (softmax statistics [rows x M, heads, T] fp32), the unused ones empty; whether a
+  # smaller M pays is what benchmarks/gpu_ragged_size.sh measures (not yet run: BUILD_NOTES)
+  ragged_max_segments: int = 16
   # decode reads the projections that share an input (q/k/v, MLA's q_a/kv_a, gate/up) as one matmul
   # each (transformer.decode_params): fewer kernels per generated token. None = on for GPU only,
   # from BUILD_NOTES: 1.045x (batch 1) and 1.049x (batch 128) at Youtu-2B shape on an H200, but
@@ -73,6 +78,8 @@ class ModelConfig:
     from foresight_jax.models import kernels  # local: kernels imports layers, which imports config
     if self.attention_impl not in kernels.IMPLS:
       raise ValueError(f"unknown attention_impl {self.attention_impl!r}; supported: {kernels.IMPLS}")
+    if self.ragged_max_segments < 1:
+      raise ValueError(f"ragged_max_segments={self.ragged_max_segments} must be >= 1")
     if not self.is_mla and self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
 

@@ -12,8 +12,8 @@ Choices (`ModelConfig.attention_impl`, "auto" picks per backend):
   Hopper allows it, else V zero-padded to the qk dim: `jax.nn.dot_product_attention` wants one).
   Packed rows go to cuDNN's packed (ragged) layout: each document of a row is its own sequence,
   named by offsets and lengths (`segment_runs`), so blocks across documents are never computed.
-  A row with more than `RAGGED_MAX_SEGMENTS` documents (the offsets have a static size) takes the
-  "cudnn_mask" path for that step, through `lax.cond`. Measured on an H200 (BUILD_NOTES, "Packed
+  A row with more than `max_segments` documents (`ModelConfig.ragged_max_segments`: the offsets
+  have a static size) takes the "cudnn_mask" path for that step, through `lax.cond`. Measured on an H200 (BUILD_NOTES, "Packed
   rows in cuDNN's ragged layout"): attention fwd+bwd on two documents a row 2.1x (Youtu MLA) and
   2.4x (Qwen GQA) faster than the mask, the full Youtu-2B trainer 1.16x; peak memory at Youtu-2B
   seq 4096 batch 4 is 15 GiB higher (76 against 61 GiB; most likely the cond's copies of
@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from foresight_jax.models import layers
+from foresight_jax.models.config import ModelConfig
 
 IMPLS = ("auto", "xla", "cudnn", "cudnn_mask", "splash")
 
@@ -49,18 +50,20 @@ def resolve(impl: str, dtype) -> str:
   return impl
 
 
-def self_attention(q, k, v, segment_ids, mask, scale: float, impl: str, packed: bool = True) -> jax.Array:
+def self_attention(q, k, v, segment_ids, mask, scale: float, impl: str, packed: bool = True,
+                   max_segments: int | None = None) -> jax.Array:
   """q [B,T,H,D], k [B,T,K,D], v [B,T,K,Dv] -> [B,T,H,Dv].
 
   segment_ids [B,T] int (0 = padding); mask [B,T,T] is the same mask as a boolean array (the XLA
   path reads it; the fused kernels rebuild what they need from segment ids, so XLA drops it).
   `packed=False` promises every row is one causal sequence without padding. Rows of padding
-  (segment 0) produce unspecified values: every caller masks them out."""
+  (segment 0) produce unspecified values: every caller masks them out. `max_segments`: documents per
+  row on cuDNN's ragged path (default `RAGGED_MAX_SEGMENTS`)."""
   impl = resolve(impl, q.dtype)
   if impl == "xla":
     return layers.causal_attention(q, k, v, mask, scale)
   if impl.startswith("cudnn"):
-    return _cudnn(q, k, v, segment_ids, scale, packed, ragged=impl == "cudnn")
+    return _cudnn(q, k, v, segment_ids, scale, packed, impl == "cudnn", max_segments or RAGGED_MAX_SEGMENTS)
   # off TPU the Pallas kernel runs in interpret mode: slow, but the same kernel code, so the TPU
   # path is tested on CPU
   return _splash(q, k, v, segment_ids, scale, interpret=jax.devices()[0].platform != "tpu")
@@ -81,10 +84,10 @@ def _pad_seq(multiple, segment_ids, *xs):
   return (jnp.pad(segment_ids, widths(segment_ids)), *(jnp.pad(x, widths(x)) for x in xs))
 
 
-def _cudnn(q, k, v, segment_ids, scale, packed, ragged):
+def _cudnn(q, k, v, segment_ids, scale, packed, ragged, max_segments):
   t = q.shape[1]
   segment_ids, q, k, v = _pad_seq(CUDNN_SEQ_MULTIPLE, segment_ids, q, k, v)
-  out = _cudnn_packed_or_none(q, k, v, segment_ids, scale) if packed and ragged else None
+  out = _cudnn_packed_or_none(q, k, v, segment_ids, scale, max_segments) if packed and ragged else None
   if out is None:
     out = _cudnn_masked(q, k, v, segment_ids if packed else None, scale)
   return out[:, :t]
@@ -111,8 +114,8 @@ def _pad_v(v, d):
 
 
 # The packed layout's offsets have a static number of documents per row; a row with more takes the
-# mask path (lax.cond). The synthetic trainer's rows at seq 4096 hold 1-5 documents (BUILD_NOTES).
-RAGGED_MAX_SEGMENTS = 16
+# mask path (lax.cond). The default lives in the model config, with why it is sized as it is
+RAGGED_MAX_SEGMENTS = ModelConfig.ragged_max_segments
 
 
 def segment_runs(segment_ids, max_segments: int):
@@ -135,7 +138,7 @@ def segment_runs(segment_ids, max_segments: int):
   return lengths, starts, jnp.all(count <= m)
 
 
-def _cudnn_packed_or_none(q, k, v, segment_ids, scale):
+def _cudnn_packed_or_none(q, k, v, segment_ids, scale, max_segments):
   """Packed rows in cuDNN's ragged layout (Hopper or later), or None where it does not apply.
 
   jax's wrapper turns the per-row offsets into flat element offsets with Q's per-token stride for
@@ -146,7 +149,7 @@ def _cudnn_packed_or_none(q, k, v, segment_ids, scale):
     return None
   try:
     from jax._src.cudnn import fused_attention_stablehlo as fa
-    lengths, starts, fits = segment_runs(segment_ids, RAGGED_MAX_SEGMENTS)
+    lengths, starts, fits = segment_runs(segment_ids, max_segments)
     dv = v.shape[-1]
 
     def ragged(q, k, v, segment_ids, lengths, starts):
