@@ -92,3 +92,66 @@ def test_world_augment_files_feed_the_model_through_the_pipeline(tmp_path, capsy
   loss, aux = causal_lm_loss(cfg, p, {k: np.asarray(v) for k, v in batch.items()})
   assert np.isfinite(float(loss)) and float(aux["tokens"]) == float(batch["loss_mask"].sum())
   assert pipeline_counts(it).rejected == 0
+
+
+def test_world_options_reach_the_generator(tmp_path, capsys):
+  out = str(tmp_path / "w.jsonl")
+  assert cli.main(["world", "--out", out, "-n", "4", "--start", "3", "--hops", "2", "--n-worlds", "3",
+                   "--math-fraction", "0", "--search-k", "2", "--policies", " expert = 1 ", "--quiet"]) == 0
+  w = _last_json(capsys)
+  trajs, _ = read_trajectories(out)
+  assert all(t.task.meta["hops"] == 2 and t.meta["policy"] == "expert" for t in trajs)
+  assert all(t.meta["world_config"]["search_k"] == 2 for t in trajs) and w["domains"] == {"search": 4}
+  assert w["success_rate"] == pytest.approx(sum(t.score for t in trajs) / 4, abs=1e-4)
+  whole = str(tmp_path / "all.jsonl")  # trajectory i depends on (seed, i) alone: --start shards
+  cli.main(["world", "--out", whole, "-n", "7", "--hops", "2", "--n-worlds", "3", "--math-fraction", "0",
+            "--search-k", "2", "--policies", "expert=1", "--quiet"])
+  assert open(whole).read().splitlines()[3:] == open(out).read().splitlines()
+  with pytest.raises(SystemExit, match="--search-k must be >= 1"):
+    cli.main(["world", "--out", out, "--search-k", "0", "--quiet"])
+
+
+def test_augment_options_and_problem_report(tmp_path, capsys):
+  raw = tmp_path / "w.jsonl"
+  cli.main(["world", "--out", str(raw), "-n", "6", "--seed", "2", "--quiet"])
+  lines = raw.read_bytes().splitlines()
+  raw.write_bytes(b"\n".join([b"{bad 1", b"{bad 2", b"{bad 3", *lines]) + b"\n")
+  outs = {}
+  for noise in ("0", "1"):
+    outs[noise] = str(tmp_path / f"a{noise}.jsonl")
+    assert cli.main(["augment", str(raw), "--out", outs[noise], "--branches", "2", "--forecast-noise", noise,
+                     "--show-problems", "1", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert captured.err.count("rejected: ") == 1 and "... and 2 more problems" in captured.err
+  trajs = {k: read_trajectories(v)[0] for k, v in outs.items()}
+  assert sum(report["success_estimates"].values()) == sum(len(t.steps) for t in trajs["1"])  # one per step
+  rollouts = {k: [s.foresight.rollout for t in v for s in t.steps] for k, v in trajs.items()}
+  assert rollouts["0"] != rollouts["1"]  # --forecast-noise reaches the blocks
+
+
+def test_data_stats_figures_by_hand(tmp_path, capsys):
+  import statistics
+
+  from foresight_jax.data.render import render_text
+  from foresight_jax.tokenizer import train_sentencepiece
+  raw, aug = str(tmp_path / "w.jsonl"), tmp_path / "a.jsonl"
+  cli.main(["world", "--out", raw, "-n", "21", "--seed", "4", "--quiet"])
+  cli.main(["augment", raw, "--out", str(aug), "--branches", "2", "--quiet"])
+  capsys.readouterr()
+  lines = aug.read_text().splitlines()
+  first = json.loads(lines[0])
+  first["steps"][0].pop("foresight")  # one step without a block: the trajectory still has blocks
+  aug.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+  trajs, _ = read_trajectories(aug)
+  tok = train_sentencepiece((render_text(t) for t in trajs), model_prefix=str(tmp_path / "sp"), vocab_size=400)
+  assert cli.main(["data-stats", str(aug), "--tokenizer", str(tmp_path / "sp.model"), "--quiet"]) == 0
+  s = _last_json(capsys)
+  n = sorted(len(tok.encode(render_text(t))) for t in trajs)
+  assert s["token_unit"] == "tokenizer" and s["with_foresight_blocks"] == 21
+  assert s["tokens"] == {"mean": round(statistics.fmean(n), 2), "p50": n[10], "p95": n[19], "max": n[20]}
+  assert n[19] < n[20] and n[0] < n[10]  # the order statistics are told apart on this data
+  assert s["calibration"]["n"] > 0
+  assert cli.main(["data-stats", raw, "--quiet"]) == 0
+  plain = _last_json(capsys)
+  assert plain["with_foresight_blocks"] == 0 and plain["calibration"] is None and plain["token_unit"] == "whitespace"

@@ -278,6 +278,28 @@ def test_jsonl_and_record_sources(trajs, tok, tmp_path):
     RecordSource(iter(recs))
 
 
+def test_sources_from_every_supported_item(trajs, tmp_path):
+  from foresight_jax.data.pipeline_sources import MemorySource, open_source, to_trajectory
+  t = trajs[0]
+  for item in (t, t.to_json(), t.dumps(), t.dumps().encode(), np.asarray(t.dumps()), {"trajectory": t.dumps()},
+               {"blob": t.dumps().encode()}):
+    got = to_trajectory(item, field="blob" if isinstance(item, dict) and "blob" in item else "trajectory")
+    assert got.dumps() == t.dumps(), type(item)
+  for bad, msg in ((b"\xff", "not UTF-8"), ("{oops", "malformed JSON"), (3, "unsupported record type int")):
+    with pytest.raises(ValueError, match=msg):
+      to_trajectory(bad)
+  # several files: one source over all of them, each file's rejected lines counted
+  paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+  write_trajectories(paths[0], trajs[:3])
+  write_trajectories(paths[1], trajs[3:5])
+  with open(paths[0], "a", encoding="utf-8") as f:
+    f.write("{not json\n")
+  src = open_source([str(p) for p in paths])
+  assert isinstance(src, JsonlSource) and (len(src), src.rejected) == (5, 1)
+  assert [x.task.id for x in src] == [x.task.id for x in trajs[:5]]  # files in the order given
+  assert isinstance(open_source(list(trajs[:2])), MemorySource)
+
+
 def test_tfds_array_record_source(trajs, tok, tmp_path):
   """A real `tfds` array_record data source (tfds_builders.py) plugs straight in."""
   tfds = pytest.importorskip("tensorflow_datasets")

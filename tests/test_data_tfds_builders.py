@@ -113,7 +113,7 @@ def test_explicit_validation_files_and_errors(tmp_path, corpus):
   junk.write_text('{"task": 1}\n[]\n')
   with pytest.raises(ValueError, match="no valid trajectories.*rejected=2"):
     tb.build_trajectory_corpus([junk], tmp_path / "data", name="junk")
-  with pytest.raises(FileNotFoundError):
+  with pytest.raises(FileNotFoundError, match="trajectory file not found: .*nope.jsonl"):
     tb.build_trajectory_corpus([tmp_path / "nope.jsonl"], tmp_path / "data", name="nope")
   with pytest.raises(ValueError, match="pass paths="):
     tb.ForesightTrajectories(data_dir=str(tmp_path / "empty")).download_and_prepare(
@@ -204,3 +204,49 @@ def test_grain_reads_the_data_source(corpus):
   src = tfds.builder_from_directory(corpus[2].data_dir).as_data_source("train")
   ds = grain.MapDataset.source(src).map(tb.decode_trajectory)
   assert len(ds) == len(src) and ds[0] == tb.decode_trajectory(src[0])
+
+
+def test_names_splits_and_notes_by_hand(tmp_path, corpus):
+  trajs = corpus[0]
+  assert tb.config_name(" Synth-Seed7 ") == "synth_seed7"
+  with pytest.raises(ValueError, match="unusable corpus name"):
+    tb.config_name("--")
+  with pytest.raises(ValueError, match="outside"):
+    tb.assign_splits(trajs, 1.0, 0)
+  # a split the hash left empty gets the task nearest the boundary, and the notes name it
+  u = {t.task.id: tb._unit(3, t.task.id) for t in trajs}
+  tr, va, notes = tb.assign_splits(trajs, 1e-12, 3)
+  low = min(u, key=u.get)
+  assert {trajs[i].task.id for i in va} == {low} and notes == [f"validation was empty by hash; moved task {low!r} there"]
+  tr, va, notes = tb.assign_splits(trajs, 1 - 1e-12, 3)
+  high = max(u, key=u.get)
+  assert {trajs[i].task.id for i in tr} == {high} and notes == [f"train was empty by hash; moved task {high!r} there"]
+  # one task: no validation split, and both notes say why
+  one = tmp_path / "one.jsonl"
+  write_trajectories(one, trajs[:1])
+  md = tb.build_trajectory_corpus([one], tmp_path / "data", name="one").info.metadata
+  assert md["split_notes"] == ["a single task: no validation split", "empty split(s) not written: ['validation']"]
+  # explicit validation files: their examples are numbered after the training ones
+  a, v = tmp_path / "a.jsonl", tmp_path / "v.jsonl"
+  write_trajectories(a, trajs[:5])
+  write_trajectories(v, trajs[5:8])
+  b = tb.build_trajectory_corpus([a], tmp_path / "data", name="numbered", val_paths=[v])
+  src = b.as_data_source("validation")
+  assert [int(src[i]["index"]) for i in range(len(src))] == [5, 6, 7]
+  # max_steps: longer trajectories are cut, and the report counts them
+  long = max(len(t.steps) for t in trajs[:8])
+  b = tb.build_trajectory_corpus([a, v], tmp_path / "data", name="cut", max_steps=2, val_fraction=0.0)
+  assert long > 2 and b.info.metadata["max_steps"] == 2
+  assert all(len(t.steps) <= 2 for t in tb.read_trajectory_split(b, "train"))
+
+
+def test_eval_set_duplicates_empty_and_aliases(tmp_path):
+  tasks = [Task("q1", "search", "a?", ["x"]), Task("q1", "search", "b?", ["y"]), Task("q2", "math", "1+1", ["2"])]
+  b = tb.build_eval_set(tasks, tmp_path / "data", "dups")
+  assert b.info.metadata["duplicate_ids"] == 1 and b.info.metadata["domains"] == ["math", "search"]
+  with pytest.raises(ValueError, match="no tasks to write"):
+    tb.build_eval_set([], tmp_path / "data", "none")
+  p = tmp_path / "nq.jsonl"
+  p.write_text(json.dumps({"question": "q", "golden_answers": ["a"]}) + "\n")
+  b = tb.build_registered_eval_set("natural-questions", p, tmp_path / "data")  # an alias of nq
+  assert b.builder_config.name == "nq"

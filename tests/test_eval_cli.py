@@ -96,10 +96,14 @@ def test_figures_recomputed_from_receipts_equal_the_printed_ones(run):
     assert all(e["em"] == e["outcome"] for e in eps)
 
 
-def test_receipts_carry_samples_checks_and_judge_verdicts(run):
+def test_receipts_carry_samples_checks_and_judge_verdicts(run, model_dir):
   _, lines = run
   eps = [e for f in lines for e in rc.read_receipts(f["receipts"]) if e["kind"] == "episode"]
   assert {e["sample"] for e in eps} == {0, 1}
+  # every figure line and receipt names its run by the model's whole path (stage exports are all hf/)
+  label = os.path.normpath(model_dir)
+  assert label.endswith(os.sep + "hf") and {f["model"] for f in lines} == {label}
+  assert {r["run"] for f in lines for r in rc.read_receipts(f["receipts"])} == {label}
   for e in eps:
     assert {"em", "f1", "boxed_match", "math_verify", "judge", "answer_match", "suite"} <= set(e)
     j = e["judge"]
@@ -134,6 +138,8 @@ def test_host_tool_path_and_greedy_single_sample(model_dir, tmp_path, capsys):
     (["--k", "4", "--samples", "2"], "samples"),
     (["--set", "judge.kind=http"], "judge.base_url"),
     (["--set", "retriever.nope=1"], "retriever.nope"),
+    (["--config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "eval.py:huge")],
+     "huge"),
 ])
 def test_bad_input_is_one_clear_error(args, needle, tmp_path, capsys):
   rc_ = cli.main(["eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--suite", "champ",

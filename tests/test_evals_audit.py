@@ -243,8 +243,9 @@ def _run_dir(d, run, loss=None):
 
 def test_stage_names():
   assert [H.stage_of(n) for n in ("WM-AMT+FE-SFT", "standard mid-training+FE-SFT", "FC-RL (reward=fc)",
-                                  "GRPO (reward=outcome)", "receipts_2_fcrl", "base")] == [
-      "FE-SFT", "FE-SFT", "FC-RL", "GRPO", "FC-RL", "other"]
+                                  "GRPO (reward=outcome)", "receipts_2_fcrl", "base", "FC-RL from WM-AMT+FE-SFT",
+                                  "grpo after fe_sft")] == [
+      "FE-SFT", "FE-SFT", "FC-RL", "GRPO", "FC-RL", "other", "FC-RL", "GRPO"]  # RL runs name their FE-SFT start
 
 
 def test_report_is_one_offline_file(tmp_path):
@@ -283,6 +284,42 @@ def test_same_run_name_in_two_directories_is_told_apart(tmp_path):
   assert [r.stage for r in runs] == ["FC-RL", "FC-RL"]  # the stage comes from the run, not the folder
   with pytest.raises(FileNotFoundError):
     H.load_runs([str(tmp_path)])  # a directory without receipts
+  d = tmp_path / "numbered"  # a directory's files in natural order: 2 before 10
+  d.mkdir()
+  for n in (10, 2):
+    (d / f"receipts_{n}_run.jsonl").write_text("".join(json.dumps(r) + "\n" for r in estimates_episode("q", [0.5], True, run="")))
+  assert [r.name for r in H.load_runs([str(d)])] == ["receipts_2_run", "receipts_10_run"]
+
+
+def test_report_sections_by_hand(tmp_path, capsys):
+  """Two runs given in the wrong pipeline order, with bins and an episode limit from the config."""
+  grpo, fe = _run_dir(tmp_path / "g", "GRPO (reward=outcome)"), _run_dir(tmp_path / "f", "WM-AMT+FE-SFT")
+  recs = [json.loads(x) for x in open(os.path.join(grpo, "receipts_0_x.jsonl"))]
+  recs[0]["observation_chars"] += 100  # the receipt kept the first part of a longer observation
+  (tmp_path / "g" / "receipts_0_x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+  runs = H.load_runs([grpo, fe])
+  s = H.ReportSettings.from_config(configs.load(os.path.join(CONFIGS, "audit.py"), [
+      "calibration.n_bins=5", "report.max_episodes=2", "report.bootstrap_resamples=20"]))
+  text = H.build_html(runs, s)
+  section = lambda a, b: text[text.index(a):text.index(b)]  # noqa: E731
+  gap = section("<h2>Format vs capability", "<h2>Calibration")
+  assert gap.index("WM-AMT+FE-SFT") < gap.index("GRPO (reward=outcome)")  # pipeline order, not the order given
+  m = H.analyse(runs[1], s)["metrics"]
+  assert m["format_turn"] != m["accuracy"] and f'<td>{m["format_turn"] - m["accuracy"]:+.3f}</td>' in gap
+  assert "<small>[" in section("<h2>Comparison", "<h2>Format vs")  # 95% intervals with resamples set
+  assert "ECE (5 bins)" in text and text.count("(2 of 3 episodes)") == 2
+  assert "(truncated; " in text and text.count("(truncated; ") == 1
+  # flagged episodes first: with room for two, the flagged one (e1: sure of a failure) stays in
+  flagged = {f["episode"] for f in H.analyse(runs[0], s)["theater"]["flagged"]}
+  assert flagged == {1} and 'id="r0-e1"' in text and 'id="r0-e2"' not in text
+  full = H.build_html(runs[:1])
+  assert full.index('id="r0-e1"') < full.index('id="r0-e0"')
+  # a run alone is nobody's best: no cell is marked (two runs: their ties are)
+  best_mark = re.compile(r" \*(<br>|</td>)")
+  assert not best_mark.search(full[full.index("<h2>Comparison"):full.index("<h2>Format vs")])
+  assert best_mark.search(section("<h2>Comparison", "<h2>Format vs"))
+  with pytest.raises(SystemExit, match="--set needs --config"):
+    cli.main(["report", grpo, "--out", str(tmp_path / "r.html"), "--set", "theater.confidence=0.9"])
 
 
 def test_report_command_is_listed_and_explains_itself(capsys):
@@ -299,8 +336,9 @@ def test_report_names_episodes_the_judge_gave_no_verdict(tmp_path):
   """A judge that timed out or answered garbage is counted as no verdict and named, with its
   reason, next to the verdicts it did give; the rest of the report is unaffected."""
   recs = (estimates_episode("ok-1", [0.8], True) + estimates_episode("ok-2", [0.8], False)
-          + estimates_episode("timeout-3", [0.8], True))
-  verdicts = {"ok-1": (True, None), "ok-2": (True, None), "timeout-3": (None, "timed out after 30 s")}
+          + estimates_episode("timeout-3", [0.8], True) + estimates_episode("ok-4", [0.8], False))
+  verdicts = {"ok-1": (True, None), "ok-2": (True, None), "timeout-3": (None, "timed out after 30 s"),
+              "ok-4": (False, None)}
   for r in recs:
     if r["kind"] == "episode":
       v, why = verdicts[r["task_id"]]
@@ -310,9 +348,9 @@ def test_report_names_episodes_the_judge_gave_no_verdict(tmp_path):
   path.write_text("".join(json.dumps(r) + "\n" for r in recs))
   text = H.build_html(H.load_runs([str(path)]))
   sec = text[text.index("<h2>LLM judge</h2>"):text.index("<h2>Episodes</h2>")]
-  assert "judged 3 episodes: 2 correct, 0 incorrect" in sec and "1 no verdict" in sec
+  assert "judged 4 episodes: 2 correct, 1 incorrect" in sec and "1 no verdict" in sec
   assert "timeout-3" in sec and "timed out after 30 s" in sec and "ok-1</a>" not in sec
-  assert "agreement with EM 0.500" in sec  # ok-1 agrees (correct, EM 1), ok-2 does not (EM 0)
+  assert "agreement with EM 0.667" in sec  # ok-1 and ok-4 agree with EM (1 and 0), ok-2 does not
   # no judge fields at all: no judge section
   plain = tmp_path / "plain.jsonl"
   plain.write_text("".join(json.dumps(r) + "\n" for r in estimates_episode("x", [0.5], True)))

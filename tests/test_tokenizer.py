@@ -145,6 +145,25 @@ def test_train_sentencepiece_errors():
     train_sentencepiece(corpus(50), None, vocab_size=300, model_type="wordpiece")
   with pytest.raises(ValueError, match="whitespace"):
     train_sentencepiece(corpus(50), None, vocab_size=300, extra_symbols=["<a b>"])
+  with pytest.raises(ValueError, match="texts must be strings, got bytes"):  # through sentencepiece
+    train_sentencepiece([*corpus(50), b"bytes"], None, vocab_size=300)
+
+
+def test_train_sentencepiece_symbols_and_digits():
+  # one symbol given as a string is one piece, not its characters; numbers become digit pieces
+  # numbers repeated often enough that BPE would merge their digits, were they not split
+  tok = train_sentencepiece([*corpus(50), *(f"year 1984 code 20251 <tag> 1984 20251 {i}" for i in range(200))],
+                            None, vocab_size=400, extra_symbols="<tag>")
+  assert tok.is_single_token("<tag>") and tok.token_to_id("<tag>") == 4  # first after the 4 control ids
+  pieces = [tok.id_to_token(i) for i in tok.encode("1984 20251")]
+  assert [p for p in pieces if any(c.isdigit() for c in p)] == list("198420251")
+
+
+def test_train_sentencepiece_writes_into_new_directories_with_its_template(tmp_path):
+  prefix = tmp_path / "new" / "dir" / "sp"
+  tok = train_sentencepiece(corpus(50), prefix, vocab_size=400, chat_template="chatml")
+  assert os.path.isfile(f"{prefix}.model") and os.path.isfile(f"{prefix}.vocab")
+  assert tok.chat_template == "chatml" and Tokenizer.load(f"{prefix}.model").encode("ab 12") == tok.encode("ab 12")
 
 
 def test_load_sentencepiece_model_and_dir(sp_prefix, tmp_path):

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from foresight_jax import sharding
-from foresight_jax.models import params as params_lib, presets
+from foresight_jax.models import config as config_lib, params as params_lib, presets
 from foresight_jax.train import checkpoint, loop, losses, optim, state as state_lib, step as step_lib
 from foresight_jax.train.synthetic import SyntheticTokens
 
@@ -488,3 +488,35 @@ def test_mesh_peak_is_the_configured_figure_per_device_or_one_cpu_measurement():
   assert metrics.peak_flops_total(4, 2e12) == 8e12
   if jax.default_backend() == "cpu":
     assert metrics.peak_flops_total(8) == metrics.measure_peak_flops()
+
+
+def test_synthetic_source_rows_state_and_seed():
+  src = SyntheticTokens(16, 3, 40, seed=5, first_token=3)  # a small vocabulary: ids < 3 would show
+  a, b = next(src), next(src)
+  assert not np.array_equal(a["inputs"], b["inputs"])  # batch i is its own draw, not the seed's first again
+  for batch in (a, b):
+    assert batch["inputs"].min() >= 3  # ids below first_token are specials: never in a motif
+    seg = batch["segment_ids"]
+    # a target is trained only inside its own segment: the last token of a segment predicts nothing
+    inside = np.concatenate([seg[:, 1:] == seg[:, :-1], np.ones((3, 1), bool)], axis=1)
+    np.testing.assert_array_equal(batch["loss_mask"][:, :-1], inside[:, :-1].astype(np.int32))
+    assert (batch["loss_mask"] == 0).any()
+  state = src.get_state()
+  again = SyntheticTokens(16, 3, 40, seed=5)
+  again.set_state(state)
+  np.testing.assert_array_equal(next(again)["inputs"], next(src)["inputs"])
+  with pytest.raises(ValueError, match="iterator state is for seed 5, this source has seed 6"):
+    SyntheticTokens(16, 3, 40, seed=6).set_state(state)
+
+
+def test_train_state_dict_round_trip_and_param_count():
+  tx, _ = optim.make_optimizer(optim.OptimConfig())
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  st = state_lib.init_train_state(CFG, tx, mesh, seed=3)
+  st = st.replace(step=jnp.asarray(7, jnp.int32), skipped=jnp.asarray(2, jnp.int32))
+  back = state_lib.TrainState.from_dict(st.to_dict())
+  assert (int(back.step), int(back.skipped)) == (7, 2)
+  assert state_lib.num_params(st) == config_lib.param_count(CFG)
+  # the init key and the training stream's key are two different keys
+  init_key, state_key = jax.random.split(jax.random.key(3))
+  np.testing.assert_array_equal(np.asarray(st.rng), np.asarray(jax.random.key_data(state_key)))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import types
 
 import jax
 import numpy as np
 import pytest
 
 from foresight_jax import cli, configs
+from foresight_jax.models.config import param_count
 from foresight_jax.train import cli_train, loop, losses, stages, stages_config, stages_data
 from foresight_jax.train.stages_config import ConfigError
 
@@ -86,6 +88,27 @@ def test_help(capsys):
 def test_unknown_override_names_key(capsys, no_compute, flag, key):
   rc, _, err = _main(capsys, "--config", WM + ":tiny", flag)
   assert rc == 2 and f"'{key}' does not exist" in err
+
+
+def test_cli_errors_and_exit_codes(capsys, no_compute, monkeypatch):
+  rc, _, err = _main(capsys, "--config.train.steps=3")  # overrides without a file
+  assert rc == 2 and "--config is required" in err
+  rc, _, err = _main(capsys, "--config", WM + ":tiny", "--noconfig.train.progresz")  # a boolean's --no form
+  assert rc == 2 and "'train.progresz' does not exist" in err
+  # a run that stops on non-finite steps exits 3 (bad input and config errors exit 2)
+  monkeypatch.setattr(stages, "run", lambda cfg, dry_run: (_ for _ in ()).throw(loop.NonFiniteError("5 in a row")))
+  rc, _, err = _main(capsys, "--config", WM + ":tiny")
+  assert rc == 3 and "error: 5 in a row" in err
+
+
+def test_log_level_reaches_python_logging(capsys, monkeypatch):
+  import logging
+  # pytest's log capture has configured the root logger already, which basicConfig would leave alone
+  monkeypatch.setattr(logging.root, "handlers", [])
+  monkeypatch.setattr(logging.root, "level", logging.WARNING)
+  monkeypatch.setattr(stages, "run", lambda cfg, dry_run: {})
+  rc, _, err = _main(capsys, "--config", WM + ":tiny", "--log_level=DEBUG")
+  assert rc == 0 and logging.root.level == logging.DEBUG, err
 
 
 def test_bad_override_value_and_missing_file(capsys, no_compute):
@@ -215,6 +238,65 @@ def test_memory_check_names_batch(no_compute):
   # the loss holds at most one chunk of fp32 logits (and their gradient), not all of them
   cfg.data.seq_len, mcfg_big = 1 << 16, mcfg.replace(vocab_size=1 << 17)
   assert stages.estimate_memory(mcfg_big, cfg, (8, 1, 1))["logits"] == 3 * losses.LOGITS_CHUNK_BYTES
+
+
+def test_memory_estimate_by_hand():
+  """Each part of the estimate from its formula: params sharded over fsdp x tensor, two Adam moments,
+  gradients (twice with an accumulation buffer), rows per device per micro-batch."""
+  cfg = _cfg(WM + ":tiny", "data.batch_size=16", "train.grad_accum=2")
+  mcfg = stages.model_config(cfg, "", None, 512)
+  n = param_count(mcfg)
+  est = stages.estimate_memory(mcfg, cfg, (2, 2, 2))
+  assert est["params"] == n * 4 / (2 * 2) and est["optimizer"] == 2 * est["params"]
+  assert est["gradients"] == 2 * est["params"]  # the accumulation buffer beside the gradients
+  assert est["rows_per_device"] == 16 / (2 * 2) / 2
+  parts = ("params", "optimizer", "gradients", "activations", "logits")
+  assert est["total"] == pytest.approx(sum(est[k] for k in parts))
+  cfg.train.grad_accum = 1
+  one = stages.estimate_memory(mcfg, cfg, (2, 2, 2))
+  assert one["gradients"] == one["params"] and one["rows_per_device"] == 4
+  assert one["activations"] == pytest.approx(2 * est["activations"])
+
+
+def test_memory_check_keeps_headroom_for_xla():
+  cfg = _cfg(WM + ":tiny", "train.memory_limit_gb=1")
+  est = {"total": 0.89 * 2**30, "rows_per_device": 1, **dict.fromkeys(("params", "optimizer", "gradients", "activations", "logits"), 0)}
+  assert stages.check_memory(est, cfg) == (2**30, "train.memory_limit_gb")
+  with pytest.raises(ConfigError, match=r"estimated 0\.95 GiB per device .* exceeds 90% of 1\.00 GiB"):
+    stages.check_memory({**est, "total": 0.95 * 2**30}, cfg)  # under the limit, but not under 90% of it
+
+
+def test_multi_process_mesh_and_batch_checks(monkeypatch):
+  # what a 3-process run sees (this test runs one process, so jax.process_count is stood in for)
+  monkeypatch.setattr(stages.jax, "process_count", lambda: 3)
+  with pytest.raises(ConfigError, match=r"uses 4 of 8 devices; a multi-process mesh must use all of them"):
+    stages.check_mesh(_cfg(WM + ":tiny", "mesh.data=4"))
+  with pytest.raises(ConfigError, match=r"data\.batch_size=8 is not divisible by the 3 processes"):
+    stages.check_batch(_cfg(WM + ":tiny"), (1, 1, 1))
+
+
+def test_model_config_takes_the_tokenizer_vocabulary_and_specials():
+  cfg = _cfg(WM + ":tiny")
+  m = cfg.model.pad_vocab_multiple
+  assert m > 1 and stages.model_config(cfg, "", None, 512).vocab_size == 512
+  assert stages.model_config(cfg, "", None, 300).vocab_size == 512  # never shrinks
+  assert stages.model_config(cfg, "", None, 513).vocab_size == -(-513 // m) * m  # grows, padded up
+  tok = types.SimpleNamespace(bos_id=7, eos_ids=[3, 9])  # a from-scratch model speaks its tokenizer's specials
+  mc = stages.model_config(cfg, "", tok, 512)
+  assert (mc.bos_token_id, mc.eos_token_ids) == (7, (3, 9))
+
+
+def test_train_and_optim_keys_reach_the_loop():
+  cfg = _cfg(WM + ":tiny", "train.steps=7", "train.grad_accum=2", "train.seed=5", "train.checkpoint_every=3",
+             "train.keep=2", "train.max_nonfinite_in_row=4", "train.peak_flops=2e12", "train.remat=full",
+             "train.eval_every=6", "train.eval_batches=1", "optim.learning_rate=0.002", "optim.warmup_steps=2",
+             "optim.clip_norm=0", "optim.weight_decay=0.05", "optim.end_lr_ratio=0.2", "optim.b2=0.9")
+  t = stages.train_config(cfg)
+  assert (t.steps, t.seed, t.checkpoint_every, t.max_to_keep, t.max_nonfinite_in_row) == (7, 5, 3, 2, 4)
+  assert (t.peak_flops_per_device, t.remat_policy, t.eval_every, t.eval_batches) == (2e12, "full", 6, 1)
+  o = t.optim
+  assert (o.learning_rate, o.warmup_steps, o.total_steps, o.grad_accum_steps) == (0.002, 2, 7, 2)
+  assert (o.clip_norm, o.weight_decay, o.end_lr_ratio, o.b2) == (None, 0.05, 0.2, 0.9)  # clip 0 = off
 
 
 def test_dry_run_plan(capsys, tmp_path, no_compute):

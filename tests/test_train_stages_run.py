@@ -65,7 +65,7 @@ def test_wm_amt_tiny_run(wm):
   assert json.load(open(workdir / "stage_config.json"))["data"]["variant"] == "full"
 
 
-def test_fe_sft_from_wm_export(env, wm, tmp_path):
+def test_fe_sft_from_wm_export(env, wm, tmp_path, monkeypatch):
   wm_dir, _ = wm
   workdir = tmp_path / "fe_sft"
   # checkpoint every step: step 1 runs at lr 0 (warmup starts at 0), so its params are the init
@@ -94,6 +94,18 @@ def test_fe_sft_from_wm_export(env, wm, tmp_path):
   _, wm_params = load_pretrained(str(wm_dir / "hf"))
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(wm_params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # FE-SFT started from WM-AMT's weights
+
+  # the same command again resumes: its params come from the checkpoint, the init export is not read
+  from foresight_jax import configs
+  from foresight_jax.models import checkpoint as checkpoint_pkg
+  from foresight_jax.train import loop
+  monkeypatch.setattr(checkpoint_pkg, "load_pretrained", lambda *a, **k: pytest.fail("init export read on resume"))
+  seen = {}
+  monkeypatch.setattr(loop, "train", lambda *a, **k: seen.update(k) or loop.TrainResult("completed", 4, None, None))
+  cfg = configs.load("configs/fe_sft.py:tiny", [f"model.init_from={wm_dir / 'hf'}", "data.synthetic=32",
+                                                "data.seq_len=512", "data.batch_size=4", "train.steps=4", "mesh.data=2",
+                                                "data.branches=2", f"workdir={workdir}"])
+  assert stages.run(cfg)["status"] == "completed" and seen["init_params"] is None
 
 
 def test_wm_amt_sigkill_after_checkpoint_resumes_bitwise(env, wm, tmp_path):
