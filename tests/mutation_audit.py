@@ -12,9 +12,9 @@ layouts, the planning-theater detector, the metric sinks, the real-data adapters
 sources, the data policies, the arithmetic GRPO step, a checkpoint's chat template, the FLOP count,
 the mesh rules, the stage plan, the trajectory sources, the eval runner, sentencepiece training,
 the command lines, the HTML report, the TFDS builders, the train state, the config loader, the eval
-config or the synthetic token source; the audit applies it to a checkout, runs the tests that cover that file, and
-reports the mutant killed (a test failed) or survived. Not a test itself (pytest does not
-collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
+config or the synthetic token source; the audit applies it to a checkout, runs the tests that cover
+that file, and reports the mutant killed (a test failed) or survived. Not a test itself (pytest
+does not collect this file); BUILD_NOTES.md, "Mutation audit", holds the last results.
 
 It writes into the checkout it is given, so give it a throwaway one, never the tree you edit:
   git worktree add --detach /tmp/mut HEAD
