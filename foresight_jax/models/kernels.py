@@ -13,11 +13,11 @@ Choices (`ModelConfig.attention_impl`, "auto" picks per backend):
   Packed rows go to cuDNN's packed (ragged) layout: each document of a row is its own sequence,
   named by offsets and lengths (`segment_runs`), so blocks across documents are never computed.
   A row with more than `max_segments` documents (`ModelConfig.ragged_max_segments`: the offsets
-  have a static size) takes the "cudnn_mask" path for that step, through `lax.cond`. Measured on an H200 (BUILD_NOTES, "Packed
-  rows in cuDNN's ragged layout"): attention fwd+bwd on two documents a row 2.1x (Youtu MLA) and
-  2.4x (Qwen GQA) faster than the mask, the full Youtu-2B trainer 1.16x; peak memory at Youtu-2B
-  seq 4096 batch 4 is 15 GiB higher (76 against 61 GiB; most likely the cond's copies of
-  q/k/v/o). An unpacked row (no segment ids given) uses cuDNN's built-in causal mask alone.
+  have a static size) takes the "cudnn_mask" path for that step, through `lax.cond`. Measured on
+  an H200 (BUILD_NOTES, "Packed rows in cuDNN's ragged layout"): attention fwd+bwd on two documents
+  a row 2.1x (Youtu MLA) and 2.4x (Qwen GQA) faster than the mask, the full Youtu-2B trainer 1.16x;
+  peak memory at Youtu-2B seq 4096 batch 4 is 15 GiB higher (76 against 61 GiB; most likely the
+  cond's copies of q/k/v/o). An unpacked row (no segment ids given) uses cuDNN's built-in causal mask alone.
   cuDNN takes bf16/fp16 only, so fp32 compute falls back to XLA.
 - "cudnn_mask": the same kernel with the segment mask passed as a [B, 1, T, T] boolean bias,
   broadcast over heads (the earlier packed path, 2.3x the unpacked time at the Youtu shape, kept
