@@ -17,8 +17,8 @@ Choices (`ModelConfig.attention_impl`, "auto" picks per backend):
   an H200 (BUILD_NOTES, "Packed rows in cuDNN's ragged layout"): attention fwd+bwd on two documents
   a row 2.1x (Youtu MLA) and 2.4x (Qwen GQA) faster than the mask, the full Youtu-2B trainer 1.16x;
   peak memory at Youtu-2B seq 4096 batch 4 is 15 GiB higher (76 against 61 GiB; most likely the
-  cond's copies of q/k/v/o). An unpacked row (no segment ids given) uses cuDNN's built-in causal mask alone.
-  cuDNN takes bf16/fp16 only, so fp32 compute falls back to XLA.
+  cond's copies of q/k/v/o). An unpacked row (no segment ids given) uses cuDNN's built-in causal
+  mask alone. cuDNN takes bf16/fp16 only, so fp32 compute falls back to XLA.
 - "cudnn_mask": the same kernel with the segment mask passed as a [B, 1, T, T] boolean bias,
   broadcast over heads (the earlier packed path, 2.3x the unpacked time at the Youtu shape, kept
   to measure against and as the fallback).
