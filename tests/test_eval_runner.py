@@ -2,6 +2,7 @@
 episodes come back in, the sampling temperature, and how a refused or failing device path is
 reported. The model, the device rollout and the host agent are stood in for (their own tests run
 them for real: test_eval_cli.py, test_evals_device_record.py), so each rule is seen alone."""
+import os
 import types
 
 import pytest
@@ -40,8 +41,11 @@ def calls(monkeypatch):
   return seen
 
 
+EVAL_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "eval.py")
+
+
 def _cfg(*overrides):
-  return configs.load("configs/eval.py:cpu", list(overrides))
+  return configs.load(EVAL_CONFIG + ":cpu", list(overrides))
 
 
 def test_rows_split_by_path_and_come_back_in_row_order(calls):

@@ -96,7 +96,9 @@ def test_cli_errors_and_exit_codes(capsys, no_compute, monkeypatch):
   rc, _, err = _main(capsys, "--config", WM + ":tiny", "--noconfig.train.progresz")  # a boolean's --no form
   assert rc == 2 and "'train.progresz' does not exist" in err
   # a run that stops on non-finite steps exits 3 (bad input and config errors exit 2)
-  monkeypatch.setattr(stages, "run", lambda cfg, dry_run: (_ for _ in ()).throw(loop.NonFiniteError("5 in a row")))
+  def stops(cfg, dry_run):
+    raise loop.NonFiniteError("5 in a row")
+  monkeypatch.setattr(stages, "run", stops)
   rc, _, err = _main(capsys, "--config", WM + ":tiny")
   assert rc == 3 and "error: 5 in a row" in err
 
